@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENSEMBLE := $(VENV)/bin/ensemble
+# CPU torch wheel installed first when the machine has no NVIDIA GPU, so pip does
+# not pull the multi-GB CUDA build. Override e.g. with
+#   make TORCH_CPU='torch --index-url https://download.pytorch.org/whl/cpu'
+TORCH_CPU ?= torch==2.13.0
+RUN_DATA ?= sklearn:breast_cancer
+RUN_OUT ?= runs
+PYTEST_ARGS ?=
+
+.PHONY: venv run test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then \
+		$(PY) -m pip install -q "$(TORCH_CPU)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+run: venv
+	$(ENSEMBLE) fit --data $(RUN_DATA) --target target --out $(RUN_OUT)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check ensemble tests jobs
+	$(VENV)/bin/ruff format --check ensemble tests jobs
+	$(VENV)/bin/mypy ensemble
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

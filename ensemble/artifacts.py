@@ -1,0 +1,167 @@
+"""The run directory: atomic writes, Parquet schemas and the manifest.
+
+Contract (v1, see README): ``manifest.json`` is written first with
+``"status": "running"`` and last with ``"complete"`` or ``"failed"``; every
+other file is written to a temporary name beside its target and renamed into
+place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .exceptions import RunStateError
+
+__all__ = ["REQUIRED_COLUMNS", "RunDirectory", "now_iso", "versions"]
+
+MANIFEST_KEYS = (
+    "run_id", "status", "task", "target", "classes", "n_rows", "n_features",
+    "data_sha256", "config", "seed", "versions", "started_at", "finished_at", "best",
+)
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "folds.parquet": ("row_id", "fold"),
+    "oof": ("member", "row_id", "fold"),
+    "holdout.parquet": ("model", "row_id", "y_true"),
+    "fits.parquet": ("member", "learner", "fold", "node_id", "worker", "gpu",
+                     "started_at", "fit_s", "predict_s", "n_train"),
+    "trials.parquet": ("learner", "trial_id", "params", "cv_score", "metric", "time_s",
+                       "status"),
+    "leaderboard.parquet": ("model", "kind", "metric", "oof_score", "holdout_score", "fit_s"),
+    "fusion.parquet": ("fusion", "member", "weight"),
+}
+
+
+def now_iso() -> str:
+    """UTC timestamp in ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a run's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("ensemble", "ray", "numpy", "pandas", "pyarrow", "scikit-learn",
+                 "lightgbm", "xgboost", "torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _tmp_name(target: Path) -> Path:
+    return target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+class RunDirectory:
+    """One run's directory ``<out>/<run_id>/``.
+
+    Parameters
+    ----------
+    path : path-like
+        The run directory.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).absolute()
+
+    @property
+    def run_id(self) -> str:
+        """The directory's name."""
+        return self.path.name
+
+    @classmethod
+    def create(cls, out: str | os.PathLike[str], run_id: str | None = None) -> RunDirectory:
+        """Make a fresh run directory (an existing one is never overwritten)."""
+        if run_id is None:
+            run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        path = Path(out).absolute() / run_id
+        if path.exists():
+            raise RunStateError(
+                f"run directory {str(path)!r} already exists; choose another --run-id "
+                "or use --resume"
+            )
+        (path / "models").mkdir(parents=True)
+        return cls(path)
+
+    # -- writing -------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write JSON atomically."""
+        target = self.path / name
+        tmp = _tmp_name(target)
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, target)
+        return target
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> Path:
+        """Write a Parquet file atomically, checking the contract's columns."""
+        required = REQUIRED_COLUMNS.get(name, ())
+        missing = [c for c in required if c not in frame.columns]
+        if missing:  # a programming error, not user input
+            raise RuntimeError(f"{name} lacks required columns {missing}")
+        target = self.path / name
+        tmp = _tmp_name(target)
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+        return target
+
+    def tmp_dir(self, name: str) -> Path:
+        """A fresh temporary directory beside ``name``, for :meth:`commit_dir`."""
+        return Path(tempfile.mkdtemp(prefix=f"{name}.tmp-", dir=self.path))
+
+    def commit_dir(self, tmp: Path, name: str) -> Path:
+        """Rename a finished temporary directory into place (replacing ``name``)."""
+        target = self.path / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return target
+
+    def write_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest and write it atomically."""
+        current = self.read_manifest() if (self.path / "manifest.json").exists() else {}
+        current.update(fields)
+        for key in MANIFEST_KEYS:
+            current.setdefault(key, None)
+        self.write_json("manifest.json", current)
+        return current
+
+    # -- reading -------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest as a dict."""
+        p = self.path / "manifest.json"
+        if not p.is_file():
+            raise RunStateError(f"{str(self.path)!r} is not a run directory (no manifest.json)")
+        result: dict[str, Any] = json.loads(p.read_text())
+        return result
+
+    def require_complete(self) -> dict[str, Any]:
+        """The manifest, or a clear error when the run is not complete."""
+        manifest = self.read_manifest()
+        status = manifest.get("status")
+        if status != "complete":
+            raise RunStateError(
+                f"run {self.run_id!r} is {status}, not complete; re-run it (or resume it) "
+                "before using it"
+            )
+        return manifest
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        """Read a Parquet file or dataset of the run."""
+        return pd.read_parquet(self.path / name)
+
+    def model_dir(self, member: str, fold: int) -> Path:
+        """Where the fold model of ``member`` lives."""
+        return self.path / "models" / member / f"fold{fold}"

@@ -1,0 +1,88 @@
+"""The ``EnsembleError`` tree.
+
+Every error a user can cause derives from :class:`EnsembleError` and also from the
+builtin a caller would expect, so ``except ValueError`` keeps working. The CLI
+catches ``EnsembleError`` at the edge and prints one line.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+__all__ = [
+    "BaseLearnerFailed",
+    "ConfigError",
+    "DataError",
+    "EnsembleError",
+    "FusionError",
+    "NotFittedError",
+    "RunStateError",
+    "UnknownLearnerError",
+]
+
+
+class EnsembleError(Exception):
+    """Base class of every error raised by ``ensemble``.
+
+    Attributes
+    ----------
+    exit_code : int
+        Process exit code the CLI uses: 2 for bad usage, configuration or data,
+        1 for a run that failed.
+    """
+
+    exit_code: int = 1
+
+
+class ConfigError(EnsembleError, ValueError):
+    """A configuration value or key is invalid."""
+
+    exit_code = 2
+
+
+class DataError(EnsembleError, ValueError):
+    """The input table cannot be used as given."""
+
+    exit_code = 2
+
+
+class UnknownLearnerError(EnsembleError, LookupError):
+    """A learner key is not in the registry."""
+
+    exit_code = 2
+
+
+class FusionError(EnsembleError, ValueError):
+    """Fusion inputs are inconsistent (shapes, NaNs, too few members)."""
+
+    exit_code = 2
+
+
+class RunStateError(EnsembleError, RuntimeError):
+    """A run directory is missing, incomplete or failed."""
+
+    exit_code = 2
+
+
+class NotFittedError(EnsembleError, _SkNotFittedError):
+    """An estimator or fusion was used before ``fit``."""
+
+
+class BaseLearnerFailed(EnsembleError, RuntimeError):
+    """A base learner failed while fitting one fold.
+
+    Parameters
+    ----------
+    member : str
+        Name of the ensemble member.
+    fold : int
+        Fold index that failed.
+    reason : str
+        Short description of the underlying error.
+    """
+
+    def __init__(self, member: str, fold: int, reason: str) -> None:
+        self.member = member
+        self.fold = fold
+        self.reason = reason
+        super().__init__(f"member {member!r} failed on fold {fold}: {reason}")

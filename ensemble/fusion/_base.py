@@ -1,0 +1,123 @@
+"""Shared base of every fusion strategy (numpy only, no Ray)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..exceptions import FusionError, NotFittedError
+
+__all__ = ["BaseFusion", "check_preds"]
+
+_EPS = 1e-6  # probability clip for log-odds: bounds them to about ±14
+
+
+def check_preds(oof_preds: Any, y: Any | None = None, *, min_members: int = 1) -> np.ndarray:
+    """Validate a prediction stack.
+
+    Parameters
+    ----------
+    oof_preds : array-like
+        ``(n_samples, n_models, n_classes)`` probabilities or
+        ``(n_samples, n_models)`` values.
+    y : array-like, optional
+        Targets, one per sample.
+    min_members : int, default=1
+        Least number of members accepted.
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    P = np.asarray(oof_preds, dtype=np.float64)
+    if P.ndim not in (2, 3):
+        raise FusionError(
+            "`oof_preds` must have shape (n_samples, n_models[, n_classes]); got "
+            f"{P.ndim} dimension(s) {P.shape}"
+        )
+    if P.shape[1] < min_members:
+        raise FusionError(
+            f"fusion needs at least {min_members} members; got {P.shape[1]}. With one "
+            "member there is nothing to fuse: use the member itself"
+        )
+    if not np.all(np.isfinite(P)):
+        bad = np.argwhere(~np.isfinite(P).reshape(P.shape[0], P.shape[1], -1).all(axis=2))
+        raise FusionError(
+            f"`oof_preds` contains NaN or infinite values (first at row {bad[0][0]}, "
+            f"member {bad[0][1]}); fix or drop that member"
+        )
+    if y is not None and len(np.asarray(y)) != P.shape[0]:
+        raise FusionError(
+            f"`y` must have one entry per row of `oof_preds`; got {len(np.asarray(y))} "
+            f"targets for {P.shape[0]} rows"
+        )
+    return P
+
+
+class BaseFusion(BaseEstimator):  # type: ignore[misc]
+    """Base of the fusion layer: ``fit(oof_preds, y)`` then ``predict``.
+
+    A 3-D ``oof_preds`` means classification (probabilities per class), a 2-D
+    one regression. Subclasses implement ``_fit`` and ``_predict``; ``predict``
+    returns probabilities ``(n, n_classes)`` or values ``(n,)``.
+    """
+
+    min_members = 2
+
+    def fit(self, oof_preds: Any, y: Any) -> BaseFusion:
+        """Fit on out-of-fold predictions of the members and the true targets."""
+        P = check_preds(oof_preds, y, min_members=self.min_members)
+        self.n_members_ = P.shape[1]
+        self.n_classes_ = P.shape[2] if P.ndim == 3 else 0
+        self._fit(P, np.asarray(y))
+        return self
+
+    def predict(self, preds: Any) -> np.ndarray:
+        """Fused probabilities or values for a stack of member predictions."""
+        if not hasattr(self, "n_members_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first")
+        P = check_preds(preds)
+        expected = (self.n_members_,) + ((self.n_classes_,) if self.n_classes_ else ())
+        if P.shape[1:] != expected:
+            raise FusionError(
+                f"predictions must have shape (n, {', '.join(map(str, expected))}) as "
+                f"in fit; got {P.shape}"
+            )
+        out = self._predict(P)
+        if self.n_classes_:
+            out = np.clip(out, 0.0, 1.0)
+            out = out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+        return out
+
+    def member_weights(self) -> list[tuple[int, float, str]]:
+        """``(member index, weight, output)`` rows for fusion.parquet."""
+        w = getattr(self, "weights_", None)
+        if w is None:
+            return []
+        return [(i, float(v), "") for i, v in enumerate(w)]
+
+    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict(self, P: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def weighted_mean(P: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted average over the member axis."""
+    return np.tensordot(w, np.moveaxis(P, 1, 0), axes=1)
+
+
+def log_odds(P: np.ndarray) -> np.ndarray:
+    """Meta-features for classifiers: logit (binary) or log-probabilities.
+
+    For binary tasks only the positive-class column is kept: the other is its
+    complement and would only add a collinear feature.
+    """
+    Q = np.clip(P, _EPS, 1 - _EPS)
+    if Q.shape[2] == 2:
+        return np.log(Q[:, :, 1]) - np.log(Q[:, :, 0])
+    L = np.log(Q)
+    return L.reshape(L.shape[0], -1)

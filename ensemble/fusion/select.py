@@ -1,0 +1,60 @@
+"""Honest scoring of fusions by cross-validation over the OOF rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import clone
+
+from ..metrics import score
+from ._base import BaseFusion, check_preds
+
+__all__ = ["FusionScore", "nested_cv"]
+
+
+@dataclass
+class FusionScore:
+    """Result of :func:`nested_cv`.
+
+    Attributes
+    ----------
+    score : float
+        Metric of the cross-fitted predictions over all OOF rows.
+    preds : ndarray
+        Cross-fitted predictions, one per OOF row.
+    """
+
+    score: float
+    preds: np.ndarray
+
+
+def nested_cv(fusion: BaseFusion, oof_preds: np.ndarray, y: np.ndarray, folds: np.ndarray,
+              *, metric: str) -> FusionScore:
+    """Score a fusion on OOF rows it was not fitted on.
+
+    For each fold ``k`` a clone is fitted on the OOF rows of the other folds and
+    predicts fold ``k``; the metric is computed on the assembled predictions.
+    A fusion fitted and scored on the same rows would look better than it is.
+
+    Parameters
+    ----------
+    fusion : BaseFusion
+        Unfitted fusion (it is cloned, never fitted in place).
+    oof_preds : ndarray
+        Member OOF predictions, ``(n, m[, c])``.
+    y : ndarray of shape (n,)
+        Targets.
+    folds : ndarray of shape (n,)
+        Fold id of each OOF row.
+    metric : str
+        Metric name.
+    """
+    P = check_preds(oof_preds, y)
+    out = np.zeros((P.shape[0],) + P.shape[2:])
+    for k in np.unique(folds):
+        test = folds == k
+        est = clone(fusion).fit(P[~test], y[~test])
+        out[test] = est.predict(P[test])
+    n_classes = P.shape[2] if P.ndim == 3 else 0
+    return FusionScore(score(metric, y, out, n_classes), out)

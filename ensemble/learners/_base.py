@@ -1,0 +1,195 @@
+"""Learner base class, fit context and the registry of short keys."""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..exceptions import ConfigError, NotFittedError, UnknownLearnerError
+
+__all__ = ["FitContext", "Learner", "available", "get", "register"]
+
+_REGISTRY: dict[str, type[Learner]] = {}
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a learner needs to know about the task and where it runs.
+
+    Parameters
+    ----------
+    task : str
+        ``binary``, ``multiclass`` or ``regression``.
+    n_classes : int
+        Number of classes (0 for regression).
+    cat_mask : tuple of bool
+        Which feature columns hold categorical codes.
+    n_categories : tuple of int
+        Category count per column (0 for numeric).
+    seed : int, default=0
+        Seed for every random choice of the learner.
+    n_threads : int, default=1
+        Threads the learner may use (the CPUs its actor reserved).
+    device : str, default="cpu"
+        ``"cpu"`` or ``"cuda"``.
+    """
+
+    task: str
+    n_classes: int
+    cat_mask: tuple[bool, ...]
+    n_categories: tuple[int, ...] = field(default=())
+    seed: int = 0
+    n_threads: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_classification(self) -> bool:
+        """True for binary and multiclass tasks."""
+        return self.task != "regression"
+
+
+class Learner(ABC):
+    """A base learner: one family behind a short registry key.
+
+    Subclasses set ``key``, ``default_params`` and implement ``_fit``,
+    ``_predict``, ``_save`` and ``_load``. ``predict`` returns probabilities of
+    shape ``(n_samples, n_classes)`` for classification and values of shape
+    ``(n_samples,)`` for regression.
+
+    Parameters
+    ----------
+    params : dict, optional
+        Overrides of ``default_params``; unknown names are a ``ConfigError``.
+    context : FitContext
+        Task, categorical layout, seed, threads and device.
+    """
+
+    key: ClassVar[str]
+    #: CPUs a fit of this learner reserves by default.
+    num_cpus: ClassVar[int] = 1
+    #: Whether the learner can use a GPU when its actor has one.
+    uses_gpu: ClassVar[bool] = False
+    #: Rough cost per (row × feature), for longest-first dispatch.
+    relative_cost: ClassVar[float] = 1.0
+    default_params: ClassVar[dict[str, Any]] = {}
+    _model_file: ClassVar[str] = "model.bin"
+
+    def __init__(self, params: dict[str, Any] | None = None, *, context: FitContext) -> None:
+        self.params = self.check_params(params or {})
+        self.context = context
+        self.model_: Any = None
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``params`` over the defaults, rejecting unknown names."""
+        unknown = sorted(set(params) - set(cls.default_params))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {unknown} for learner {cls.key!r}; valid: "
+                f"{', '.join(sorted(cls.default_params))}"
+            )
+        return {**cls.default_params, **params}
+
+    @classmethod
+    def expected_cost(cls, n_rows: int, n_features: int) -> float:
+        """Relative fit time, used only to dispatch the longest fits first."""
+        return cls.relative_cost * n_rows * max(n_features, 1)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Learner:
+        """Fit on a float32 matrix (categoricals as codes, NaN = missing)."""
+        self._fit(_writable(X), np.asarray(y))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, n_classes)`` or values ``(n,)``."""
+        if self.model_ is None:
+            raise NotFittedError(f"learner {self.key!r} is not fitted; call fit first")
+        out = np.asarray(self._predict(_writable(X)), dtype=np.float64)
+        if self.context.is_classification:
+            if out.ndim == 1:  # a positive-class vector
+                out = np.column_stack([1.0 - out, out])
+            out = np.clip(out, 0.0, 1.0)
+            out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted learner to directory ``path`` (meta.json + model)."""
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        meta = {"key": self.key, "params": self.params, "context": asdict(self.context)}
+        (p / "meta.json").write_text(json.dumps(meta, default=_jsonable))
+        self._save(p / self._model_file)
+
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> Learner:
+        """Load a learner written by :meth:`save`."""
+        p = Path(path)
+        meta = json.loads((p / "meta.json").read_text())
+        ctx = meta["context"]
+        context = FitContext(**{**ctx, "cat_mask": tuple(ctx["cat_mask"]),
+                                "n_categories": tuple(ctx["n_categories"])})
+        cls = get(meta["key"])
+        learner = cls(meta["params"], context=context)
+        learner._load(p / cls._model_file)
+        return learner
+
+    @abstractmethod
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def _save(self, path: Path) -> None:
+        import joblib
+
+        joblib.dump(self.model_, path)
+
+    def _load(self, path: Path) -> None:
+        import joblib
+
+        self.model_ = joblib.load(path)
+
+
+def _writable(X: np.ndarray) -> np.ndarray:
+    """float32 array that libraries may write to.
+
+    Arrays from Ray's object store are read-only, and some estimators (sklearn
+    forests) refuse read-only buffers.
+    """
+    out = np.asarray(X, dtype=np.float32)
+    return out if out.flags.writeable else out.copy()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def register(cls: type[Learner]) -> type[Learner]:
+    """Class decorator adding a learner to the registry under ``cls.key``."""
+    _REGISTRY[cls.key] = cls
+    return cls
+
+
+def available() -> list[str]:
+    """Registered learner keys."""
+    return list(_REGISTRY)
+
+
+def get(key: str) -> type[Learner]:
+    """The learner class registered under ``key``."""
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise UnknownLearnerError(
+            f"unknown learner {key!r}; valid: {', '.join(_REGISTRY)}"
+        ) from None

@@ -1,0 +1,61 @@
+"""Linear models: logistic regression (classification) and ridge (regression)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from ._base import Learner, register
+from ._preprocess import OneHotScaler
+
+
+@register
+class LinearLearner(Learner):
+    """Logistic regression or ridge over one-hot categoricals and scaled numerics."""
+
+    key = "linear"
+    relative_cost = 0.5
+    default_params: ClassVar[dict[str, Any]] = {
+        "C": 1.0,  # inverse L2 strength (classification); 1.0 = sklearn's default
+        "alpha": 1.0,  # ridge L2 strength (regression); sklearn's default
+        "max_iter": 500,  # lbfgs converges well inside this on scaled inputs
+    }
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        ctx = self.context
+        self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)
+        Z = self.pre_.transform(X)
+        if ctx.is_classification:
+            model: Any = LogisticRegression(C=self.params["C"], max_iter=self.params["max_iter"])
+        else:
+            model = Ridge(alpha=self.params["alpha"])
+        model.fit(Z, y)
+        self.model_ = model
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        Z = self.pre_.transform(X)
+        if self.context.is_classification:
+            proba = self.model_.predict_proba(Z)
+            return _full_proba(proba, self.model_.classes_, self.context.n_classes)
+        return self.model_.predict(Z)
+
+    def _save(self, path: Any) -> None:
+        import joblib
+
+        joblib.dump((self.pre_, self.model_), path)
+
+    def _load(self, path: Any) -> None:
+        import joblib
+
+        self.pre_, self.model_ = joblib.load(path)
+
+
+def _full_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarray:
+    """Place the columns of classes seen in training into a full-width matrix."""
+    if proba.shape[1] == n_classes:
+        return proba
+    out = np.zeros((len(proba), n_classes))
+    out[:, np.asarray(seen, dtype=int)] = proba
+    return out

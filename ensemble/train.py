@@ -1,0 +1,318 @@
+"""Fitting every (member, fold) on a pool of Ray actors, and the OOF Dataset.
+
+The data is put in the object store once; each call passes the refs as
+top-level arguments, so workers read them zero-copy. A work queue hands the
+longest expected fit to the next free actor, keeping every slot busy. GPU
+actors (fractional ``num_gpus``) exist only when the cluster has GPUs, and take
+the GPU-capable learners first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+
+from .exceptions import BaseLearnerFailed
+from .learners import FitContext, get
+
+__all__ = [
+    "FitResult",
+    "FitTask",
+    "SharedData",
+    "TrainOutcome",
+    "fit_all",
+    "oof_dataset",
+    "put_data",
+]
+
+logger = logging.getLogger(__name__)
+
+# Two actors share one GPU: the MLP and XGBoost folds here are small, and a
+# half-GPU each keeps the device busy while one of them is in a CPU phase.
+GPU_PER_ACTOR = 0.5
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """One (member, fold) fit."""
+
+    member: str
+    learner: str
+    params: dict[str, Any]
+    fold: int
+    cost: float
+    uses_gpu: bool
+
+
+@dataclass
+class FitResult:
+    """What a worker returns for one (member, fold)."""
+
+    member: str
+    learner: str
+    fold: int
+    oof_pred: np.ndarray
+    holdout_pred: np.ndarray
+    node_id: str
+    worker: str
+    gpu: bool
+    started_at: datetime
+    fit_s: float
+    predict_s: float
+    n_train: int
+
+
+@dataclass
+class SharedData:
+    """Object refs of the training data (put once)."""
+
+    X: Any
+    y: Any
+    fold: Any
+
+
+@dataclass
+class TrainOutcome:
+    """Results of :func:`fit_all`.
+
+    Attributes
+    ----------
+    results : list of FitResult
+        Every successful fit of every complete member.
+    failed : dict
+        Member name → reason, for members dropped after a failed fit.
+    skipped : list of str
+        Members dropped because the time limit stopped their fits.
+    wall_s : float
+        Wall seconds from the first dispatch to the last result.
+    slots : int
+        Number of actors that ran fits.
+    """
+
+    results: list[FitResult]
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    slots: int = 0
+
+
+def put_data(X: np.ndarray, y: np.ndarray, fold: np.ndarray) -> SharedData:
+    """Put the training arrays in the object store once."""
+    return SharedData(ray.put(X), ray.put(y), ray.put(fold))
+
+
+class _FitWorker:
+    """Actor body: fits a learner on one fold and predicts OOF and holdout rows."""
+
+    def __init__(self, index: int, n_threads: int, gpu: bool) -> None:
+        self.index = index
+        self.n_threads = n_threads
+        self.gpu = gpu
+        # Ray sets OMP_NUM_THREADS from the actor's CPUs; pin the BLAS/torch pools too.
+        os.environ["OMP_NUM_THREADS"] = str(n_threads)
+        try:
+            import torch
+
+            torch.set_num_threads(n_threads)
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+
+    def fit(self, task: FitTask, X: np.ndarray, y: np.ndarray, fold: np.ndarray,
+            context: FitContext, model_dir: str) -> FitResult:
+        started = datetime.now(timezone.utc)
+        train = (fold >= 0) & (fold != task.fold)
+        valid = fold == task.fold
+        hold = fold == -1
+        use_gpu = self.gpu and task.uses_gpu
+        ctx = replace(context, n_threads=self.n_threads, device="cuda" if use_gpu else "cpu")
+        learner = get(task.learner)(task.params, context=ctx)
+        t0 = time.perf_counter()
+        learner.fit(X[train], y[train])
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        oof = learner.predict(X[valid])
+        holdout = learner.predict(X[hold])
+        predict_s = time.perf_counter() - t1
+        learner.save(model_dir)
+        rc = ray.get_runtime_context()
+        return FitResult(
+            member=task.member, learner=task.learner, fold=task.fold, oof_pred=oof,
+            holdout_pred=holdout, node_id=rc.get_node_id(),
+            worker=f"{self.index}:{os.getpid()}", gpu=use_gpu, started_at=started,
+            fit_s=fit_s, predict_s=predict_s, n_train=int(train.sum()),
+        )
+
+
+def _plan_actors(tasks: Sequence[FitTask], cpus_per_fit: int) -> tuple[int, int]:
+    """Number of (CPU-only, GPU) actors for the cluster's resources."""
+    res = ray.cluster_resources()
+    slots = max(1, int(res.get("CPU", 1)) // cpus_per_fit)
+    gpus = float(res.get("GPU", 0))
+    n_gpu_tasks = sum(t.uses_gpu for t in tasks)
+    n_gpu = 0
+    if gpus >= GPU_PER_ACTOR and n_gpu_tasks:
+        n_gpu = min(int(gpus / GPU_PER_ACTOR), n_gpu_tasks, slots)
+        if n_gpu == slots and len(tasks) > n_gpu_tasks and slots > 1:
+            n_gpu -= 1  # keep a CPU slot for the CPU-only learners
+    n_cpu = min(slots - n_gpu, len(tasks))
+    return n_cpu, n_gpu
+
+
+def fit_all(
+    tasks: Sequence[FitTask],
+    data: SharedData,
+    context: FitContext,
+    model_dir: Callable[[str, int], str],
+    *,
+    cpus_per_fit: int = 1,
+    deadline: float | None = None,
+    on_result: Callable[[FitResult, int, int], None] | None = None,
+) -> TrainOutcome:
+    """Fit every task on a pool of actors, longest expected fit first.
+
+    Parameters
+    ----------
+    tasks : sequence of FitTask
+        One per (member, fold).
+    data : SharedData
+        Refs from :func:`put_data`.
+    context : FitContext
+        Task layout; threads and device are set per actor.
+    model_dir : callable
+        ``model_dir(member, fold)`` → directory where the worker saves the model.
+    cpus_per_fit : int, default=1
+        CPUs each actor reserves.
+    deadline : float, optional
+        ``time.monotonic()`` after which no new fit starts; members left with
+        unfitted folds are dropped.
+    on_result : callable, optional
+        Called with ``(result, n_done, n_total)`` as each fit finishes.
+
+    Returns
+    -------
+    TrainOutcome
+    """
+    n_cpu, n_gpu = _plan_actors(tasks, cpus_per_fit)
+    remote = ray.remote(_FitWorker)
+    actors: list[tuple[Any, bool]] = []
+    for i in range(n_gpu):
+        opts = {"num_cpus": cpus_per_fit, "num_gpus": GPU_PER_ACTOR,
+                "max_restarts": 1, "max_task_retries": 1}
+        actors.append((remote.options(**opts).remote(i, cpus_per_fit, True), True))
+    for i in range(n_cpu):
+        opts = {"num_cpus": cpus_per_fit, "max_restarts": 1, "max_task_retries": 1}
+        actors.append((remote.options(**opts).remote(n_gpu + i, cpus_per_fit, False), False))
+    logger.info("fitting %d tasks on %d CPU and %d GPU actors", len(tasks), n_cpu, n_gpu)
+
+    pending = sorted(tasks, key=lambda t: -t.cost)
+    free = list(actors)
+    running: dict[Any, tuple[tuple[Any, bool], FitTask]] = {}
+    results: list[FitResult] = []
+    failed: dict[str, str] = {}
+    skipped: set[str] = set()
+    t_start = time.monotonic()
+
+    def pick(gpu_actor: bool) -> FitTask | None:
+        for i, t in enumerate(pending):
+            # With GPU actors present, GPU-capable fits wait for them; GPU actors
+            # take CPU-only fits when no GPU-capable fit is left.
+            if gpu_actor and not t.uses_gpu and any(p.uses_gpu for p in pending):
+                continue
+            if not gpu_actor and t.uses_gpu and n_gpu:
+                continue
+            return pending.pop(i)
+        return None
+
+    try:
+        while pending or running:
+            if deadline is not None and time.monotonic() > deadline and pending:
+                skipped.update(t.member for t in pending)
+                logger.warning("time limit reached: %d fits not started", len(pending))
+                pending.clear()
+            idle = []
+            while free:
+                actor = free.pop(0)
+                task = pick(actor[1])
+                if task is None:
+                    idle.append(actor)
+                    continue
+                ref = actor[0].fit.remote(task, data.X, data.y, data.fold, context,
+                                          model_dir(task.member, task.fold))
+                running[ref] = (actor, task)
+            free = idle
+            if not running:
+                break
+            done, _ = ray.wait(list(running), num_returns=1)
+            actor, task = running.pop(done[0])
+            free.append(actor)
+            try:
+                result: FitResult = ray.get(done[0])
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+                reason = _short(exc)
+                logger.warning("%s", BaseLearnerFailed(task.member, task.fold, reason))
+                failed[task.member] = f"fold {task.fold}: {reason}"
+                pending[:] = [t for t in pending if t.member != task.member]
+                continue
+            results.append(result)
+            if on_result is not None:
+                on_result(result, len(results), len(tasks))
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        _release([a for a, _ in actors])
+    wall = time.monotonic() - t_start
+    drop = set(failed) | skipped
+    kept = [r for r in results if r.member not in drop]
+    return TrainOutcome(kept, failed, sorted(skipped - set(failed)), wall, len(actors))
+
+
+def _short(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    last = text[-1] if text else type(cause).__name__
+    return f"{type(cause).__name__}: {last}"[:300]
+
+
+def _release(actors: list[Any], timeout: float = 30.0) -> None:
+    """Kill the actors and wait until their CPUs are back.
+
+    Idle actors keep their CPUs, and a Ray Data step started while they hold
+    them can wait forever (RAY_NOTES.md).
+    """
+    for a in actors:
+        ray.kill(a, no_restart=True)
+    total = ray.cluster_resources().get("CPU", 0)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ray.available_resources().get("CPU", 0) >= total:
+            return
+        time.sleep(0.05)
+    logger.warning("actors still hold CPUs %.0f s after release", timeout)
+
+
+def oof_dataset(frames: list[pd.DataFrame]) -> ray.data.Dataset:
+    """The OOF rows of every (member, fold) as one Ray Dataset."""
+    import ray.data
+
+    return ray.data.from_pandas(frames)
+
+
+def write_dataset(ds: ray.data.Dataset, path: str) -> None:
+    """Write a Dataset as Parquet into an empty directory ``path``."""
+    import ray.data
+
+    ds.write_parquet(path, mode=ray.data.SaveMode.OVERWRITE)
+
+
+def dataset_to_pandas(ds: ray.data.Dataset) -> pd.DataFrame:
+    """Materialise a (small) Dataset on the driver."""
+    return ds.to_pandas()

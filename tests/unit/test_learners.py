@@ -1,0 +1,112 @@
+"""Contract test run over every registered learner."""
+
+import numpy as np
+import pickle
+import pytest
+
+from ensemble.exceptions import ConfigError, NotFittedError, UnknownLearnerError
+from ensemble.learners import FitContext, Learner, available, get
+
+# Small budgets keep the contract fast; the defaults are exercised end to end.
+FAST = {"rf": {"n_estimators": 20}, "et": {"n_estimators": 20},
+        "mlp": {"max_epochs": 5}, "hgb": {"max_iter": 50}}
+
+
+def _data(task, n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    X[:, 3] = rng.integers(0, 3, n)  # a categorical code column
+    X[rng.random(n) < 0.05, 0] = np.nan
+    signal = np.nan_to_num(X[:, 0]) + X[:, 1] + (X[:, 3] == 2)
+    if task == "binary":
+        y = (signal > 0.5).astype(np.int64)
+    elif task == "multiclass":
+        y = np.digitize(signal, [-0.5, 0.5, 1.5]).astype(np.int64)
+    else:
+        y = 3 * signal + rng.normal(scale=0.1, size=n)
+    k = {"binary": 2, "multiclass": 4, "regression": 0}[task]
+    ctx = FitContext(task=task, n_classes=k, cat_mask=(False, False, False, True),
+                     n_categories=(0, 0, 0, 3), seed=0)
+    return X, y, ctx
+
+
+@pytest.fixture(params=available())
+def key(request):
+    return request.param
+
+
+def test_registry_has_every_family():
+    assert set(available()) >= {"linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp"}
+    with pytest.raises(UnknownLearnerError, match="unknown learner 'nope'; valid: linear"):
+        get("nope")
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_fit_predict_shapes_and_probabilities(key, task):
+    X, y, ctx = _data(task)
+    model = get(key)(FAST.get(key, {}), context=ctx).fit(X[:200], y[:200])
+    pred = model.predict(X[200:])
+    if task == "regression":
+        assert pred.shape == (40,)
+        assert np.corrcoef(pred, y[200:])[0, 1] > 0.5
+    else:
+        assert pred.shape == (40, ctx.n_classes)
+        np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-6)
+        assert (pred >= 0).all()
+        assert np.mean(pred.argmax(1) == y[200:]) > 0.5
+    assert np.isfinite(pred).all()
+
+
+def test_same_seed_same_predictions(key):
+    X, y, ctx = _data("binary")
+    a = get(key)(FAST.get(key, {}), context=ctx).fit(X[:200], y[:200]).predict(X[200:])
+    b = get(key)(FAST.get(key, {}), context=ctx).fit(X[:200], y[:200]).predict(X[200:])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_roundtrip_and_pickle(key, tmp_path):
+    X, y, ctx = _data("multiclass")
+    model = get(key)(FAST.get(key, {}), context=ctx).fit(X[:200], y[:200])
+    model.save(tmp_path / "m")
+    loaded = Learner.load(tmp_path / "m")
+    assert type(loaded) is type(model)
+    np.testing.assert_allclose(loaded.predict(X[200:]), model.predict(X[200:]), rtol=1e-6)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(again.predict(X[200:]), model.predict(X[200:]), rtol=1e-6)
+
+
+def test_read_only_input_is_not_mutated(key):
+    X, y, ctx = _data("binary")
+    X.setflags(write=False)  # what a zero-copy object-store array looks like
+    before = X.copy()
+    get(key)(FAST.get(key, {}), context=ctx).fit(X, y).predict(X)
+    np.testing.assert_array_equal(np.isnan(X), np.isnan(before))
+
+
+def test_class_missing_from_training_fold_still_gives_full_width(key):
+    X, y, ctx = _data("multiclass")
+    keep = y != 3
+    model = get(key)(FAST.get(key, {}), context=ctx).fit(X[keep], y[keep])
+    pred = model.predict(X)
+    assert pred.shape == (len(X), 4)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_unknown_param_is_a_config_error(key):
+    _, _, ctx = _data("binary")
+    with pytest.raises(ConfigError, match=f"unknown parameter\\(s\\) \\['bogus'\\] for learner '{key}'"):
+        get(key)({"bogus": 1}, context=ctx)
+
+
+def test_predict_before_fit(key):
+    _, _, ctx = _data("binary")
+    with pytest.raises(NotFittedError, match="is not fitted"):
+        get(key)({}, context=ctx).predict(np.zeros((2, 4), np.float32))
+
+
+def test_resources_are_declared(key):
+    cls = get(key)
+    assert cls.num_cpus >= 1
+    assert isinstance(cls.uses_gpu, bool)
+    assert cls.expected_cost(1000, 10) > 0
+    assert {k for k, c in ((k, get(k)) for k in available()) if c.uses_gpu} == {"mlp", "xgb"}
