@@ -95,7 +95,7 @@ def fit(
 
 def _fit(config: Any, *, num_cpus: int | None) -> None:
     from . import runtime
-    from .runner import fit_run
+    from .runner import fit_run, load_and_prepare
 
     level = config.verbose
 
@@ -105,9 +105,10 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
                           f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
                           f"worker {r.worker}{'  gpu' if r.gpu else ''}")
 
+    data = load_and_prepare(config)  # bad input fails fast, before Ray starts
     started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
     try:
-        result = fit_run(config, on_fit=on_fit)
+        result = fit_run(config, data=data, on_fit=on_fit)
     finally:
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)

@@ -69,6 +69,7 @@ def load_and_prepare(config: RunConfig) -> PreparedData:
 def fit_run(
     config: RunConfig,
     *,
+    data: PreparedData | None = None,
     on_fit: Callable[[Any, int, int], None] | None = None,
 ) -> RunResult:
     """Run the whole pipeline and write a complete run directory.
@@ -80,6 +81,9 @@ def fit_run(
     ----------
     config : RunConfig
         The run's configuration.
+    data : PreparedData, optional
+        The table already loaded by :func:`load_and_prepare` (callers validate
+        input before connecting to Ray); loaded from ``config`` when None.
     on_fit : callable, optional
         Progress hook called as each (member, fold) fit finishes.
 
@@ -89,7 +93,8 @@ def fit_run(
     """
     t0 = time.monotonic()
     deadline = t0 + config.time_limit if config.time_limit else None
-    data = load_and_prepare(config)
+    if data is None:
+        data = load_and_prepare(config)
     for key in config.learners:  # parameter errors before anything is written
         get(key).check_params(dict(config.learner_params.get(key, {})))
     metric = config.metric or default_metric(data.task)

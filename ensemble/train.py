@@ -267,7 +267,7 @@ def fit_all(
                 on_result(result, len(results), len(tasks))
     finally:
         for ref in running:
-            ray.cancel(ref, force=True)
+            ray.cancel(ref)
         _release([a for a, _ in actors])
     wall = time.monotonic() - t_start
     drop = set(failed) | skipped
