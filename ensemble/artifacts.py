@@ -25,19 +25,55 @@ from .exceptions import RunStateError
 __all__ = ["REQUIRED_COLUMNS", "RunDirectory", "now_iso", "versions"]
 
 MANIFEST_KEYS = (
-    "run_id", "status", "task", "target", "classes", "n_rows", "n_features",
-    "data_sha256", "config", "seed", "versions", "started_at", "finished_at", "best",
+    "run_id",
+    "status",
+    "task",
+    "target",
+    "classes",
+    "n_rows",
+    "n_features",
+    "data_sha256",
+    "config",
+    "seed",
+    "versions",
+    "started_at",
+    "finished_at",
+    "best",
 )
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "folds.parquet": ("row_id", "fold"),
     "oof": ("member", "row_id", "fold"),
     "holdout.parquet": ("model", "row_id", "y_true"),
-    "fits.parquet": ("member", "learner", "fold", "node_id", "worker", "gpu",
-                     "started_at", "fit_s", "predict_s", "n_train"),
-    "trials.parquet": ("learner", "trial_id", "params", "cv_score", "metric", "time_s",
-                       "status"),
-    "leaderboard.parquet": ("model", "kind", "metric", "oof_score", "holdout_score", "fit_s"),
+    "fits.parquet": (
+        "member",
+        "learner",
+        "fold",
+        "node_id",
+        "worker",
+        "gpu",
+        "started_at",
+        "fit_s",
+        "predict_s",
+        "n_train",
+    ),
+    "trials.parquet": (
+        "learner",
+        "trial_id",
+        "params",
+        "cv_score",
+        "metric",
+        "time_s",
+        "status",
+    ),
+    "leaderboard.parquet": (
+        "model",
+        "kind",
+        "metric",
+        "oof_score",
+        "holdout_score",
+        "fit_s",
+    ),
     "fusion.parquet": ("fusion", "member", "weight"),
 }
 
@@ -52,8 +88,17 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("ensemble", "ray", "numpy", "pandas", "pyarrow", "scikit-learn",
-                 "lightgbm", "xgboost", "torch"):
+    for name in (
+        "ensemble",
+        "ray",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "scikit-learn",
+        "lightgbm",
+        "xgboost",
+        "torch",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -83,7 +128,9 @@ class RunDirectory:
         return self.path.name
 
     @classmethod
-    def create(cls, out: str | os.PathLike[str], run_id: str | None = None) -> RunDirectory:
+    def create(
+        cls, out: str | os.PathLike[str], run_id: str | None = None
+    ) -> RunDirectory:
         """Make a fresh run directory (an existing one is never overwritten)."""
         if run_id is None:
             run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -143,7 +190,9 @@ class RunDirectory:
         """The manifest as a dict."""
         p = self.path / "manifest.json"
         if not p.is_file():
-            raise RunStateError(f"{str(self.path)!r} is not a run directory (no manifest.json)")
+            raise RunStateError(
+                f"{str(self.path)!r} is not a run directory (no manifest.json)"
+            )
         result: dict[str, Any] = json.loads(p.read_text())
         return result
 
@@ -153,8 +202,8 @@ class RunDirectory:
         status = manifest.get("status")
         if status != "complete":
             raise RunStateError(
-                f"run {self.run_id!r} is {status}, not complete; re-run it (or resume it) "
-                "before using it"
+                f"run {self.run_id!r} is {status}, not complete; re-run it (or resume "
+                "it) before using it"
             )
         return manifest
 

@@ -36,7 +36,9 @@ def _root() -> None:
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     if verbose <= 1:
         logging.getLogger("ensemble").setLevel(logging.WARNING)
 
@@ -55,22 +57,50 @@ def fit(
     config_file: Annotated[
         Path | None, typer.Argument(help="YAML config; flags override its values.")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="Parquet/CSV/TSV path or sklearn:NAME.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Parquet/CSV/TSV path or sklearn:NAME.")
+    ] = None,
     target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    out: Annotated[str | None, typer.Option(help="Parent directory of run directories.")] = None,
-    task: Annotated[str | None, typer.Option(help="auto, binary, multiclass or regression.")] = None,
-    learners: Annotated[str | None, typer.Option(help="Comma-separated learner keys.")] = None,
-    fusions: Annotated[str | None, typer.Option(help="Comma-separated fusion keys.")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Parent directory of run directories.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="auto, binary, multiclass or regression.")
+    ] = None,
+    learners: Annotated[
+        str | None, typer.Option(help="Comma-separated learner keys.")
+    ] = None,
+    fusions: Annotated[
+        str | None, typer.Option(help="Comma-separated fusion keys.")
+    ] = None,
     folds: Annotated[int | None, typer.Option(help="Number of CV folds.")] = None,
     holdout: Annotated[float | None, typer.Option(help="Holdout fraction.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    time_limit: Annotated[float | None, typer.Option(help="Budget of the run in seconds.")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Budget of the run in seconds.")
+    ] = None,
     metric: Annotated[str | None, typer.Option(help="Ranking metric.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Name of the run directory.")] = None,
-    num_cpus: Annotated[int | None, typer.Option(help="CPUs of a new local Ray.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail; -vv shows Ray's logs and tracebacks.")] = 0,
+    address: Annotated[
+        str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Name of the run directory.")
+    ] = None,
+    num_cpus: Annotated[
+        int | None, typer.Option(help="CPUs of a new local Ray.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the final summary.")
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="More detail; -vv shows Ray's logs and tracebacks.",
+        ),
+    ] = 0,
 ) -> None:
     """Fit base learners on Ray, fuse them, and write a run directory."""
     from .config import resolve
@@ -78,12 +108,24 @@ def fit(
     level = 0 if quiet else 1 + verbose
     _setup_logging(level)
     try:
-        config = resolve(config_file, {
-            "data": data, "target": target, "out": out, "task": task,
-            "learners": learners, "fusions": fusions, "n_folds": folds,
-            "holdout": holdout, "seed": seed, "time_limit": time_limit,
-            "metric": metric, "address": address, "run_id": run_id,
-        })
+        config = resolve(
+            config_file,
+            {
+                "data": data,
+                "target": target,
+                "out": out,
+                "task": task,
+                "learners": learners,
+                "fusions": fusions,
+                "n_folds": folds,
+                "holdout": holdout,
+                "seed": seed,
+                "time_limit": time_limit,
+                "metric": metric,
+                "address": address,
+                "run_id": run_id,
+            },
+        )
         config = config.replace(verbose=level)
         _fit(config, num_cpus=num_cpus)
     except EnsembleError as exc:
@@ -101,9 +143,11 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
 
     def on_fit(r: Any, done: int, total: int) -> None:
         if level >= 1:
-            console.print(f"[{done:>3}/{total}] {r.member:<10} fold {r.fold}  "
-                          f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
-                          f"worker {r.worker}{'  gpu' if r.gpu else ''}")
+            console.print(
+                f"[{done:>3}/{total}] {r.member:<10} fold {r.fold}  "
+                f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
+                f"worker {r.worker}{'  gpu' if r.gpu else ''}"
+            )
 
     data = load_and_prepare(config)  # bad input fails fast, before Ray starts
     started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
@@ -113,8 +157,11 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)
     console.print(f"run directory: {result.run_dir.path}")
-    console.print(f"best: {result.best}  (fit wall {result.manifest['timing']['fit_wall_s']:.1f}s, "
-                  f"parallel efficiency {result.manifest['timing']['parallel_efficiency']:.2f})")
+    timing = result.manifest["timing"]
+    console.print(
+        f"best: {result.best}  (fit wall {timing['fit_wall_s']:.1f}s, "
+        f"parallel efficiency {timing['parallel_efficiency']:.2f})"
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -126,13 +173,21 @@ def _fmt(v: Any) -> str:
 def _print_board(board: Any, best: str) -> None:
     metric = board["metric"].iloc[0]
     table = Table(title=f"leaderboard ({metric}; oof = nested CV for fusions)")
-    extra = [c for c in ("accuracy", "log_loss", "r2") if c in board.columns and c != metric]
+    extra = [
+        c for c in ("accuracy", "log_loss", "r2") if c in board.columns and c != metric
+    ]
     for col in ["model", "kind", "oof", "holdout", *extra, "fit_s"]:
         table.add_column(col, justify="left" if col in ("model", "kind") else "right")
     for _, row in board.iterrows():
         name = f"{row['model']} *" if row["model"] == best else row["model"]
-        table.add_row(name, row["kind"], _fmt(row["oof_score"]), _fmt(row["holdout_score"]),
-                      *[_fmt(row[c]) for c in extra], f"{row['fit_s']:.1f}")
+        table.add_row(
+            name,
+            row["kind"],
+            _fmt(row["oof_score"]),
+            _fmt(row["holdout_score"]),
+            *[_fmt(row[c]) for c in extra],
+            f"{row['fit_s']:.1f}",
+        )
     console.print(table)
 
 

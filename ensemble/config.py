@@ -23,7 +23,16 @@ __all__ = ["DEFAULT_FUSIONS", "DEFAULT_LEARNERS", "TASKS", "RunConfig", "resolve
 TASKS = ("auto", "binary", "multiclass", "regression")
 # Every family in the design; diversity across families is what fusion feeds on.
 DEFAULT_LEARNERS = ("linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp")
-DEFAULT_FUSIONS = ("average", "weighted", "selection", "stacking")
+DEFAULT_FUSIONS = (
+    "average",
+    "weighted",
+    "selection",
+    "stacking",
+    "stacking_nonneg",
+    "stacking_lgbm",
+    "neural",
+    "two_level",
+)
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,9 @@ class RunConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             p.append(f"`seed` must be an integer; got {self.seed!r}")
         if not isinstance(self.cpus_per_fit, int) or self.cpus_per_fit < 1:
-            p.append(f"`cpus_per_fit` must be an integer >= 1; got {self.cpus_per_fit!r}")
+            p.append(
+                f"`cpus_per_fit` must be an integer >= 1; got {self.cpus_per_fit!r}"
+            )
         if not self.learners:
             p.append("`learners` must name at least one learner")
         known = learners_available()

@@ -73,13 +73,15 @@ def load_table(source: str) -> tuple[pd.DataFrame, str]:
             frame = pd.read_csv(path, sep=sep)
         else:
             raise DataError(
-                f"data file {source!r} has an unsupported format; use .parquet, .csv or "
-                ".tsv (optionally .gz), sklearn:NAME or synthetic:TASK"
+                f"data file {source!r} has an unsupported format; use .parquet, "
+                ".csv or .tsv (optionally .gz), sklearn:NAME or synthetic:TASK"
             )
     except DataError:
         raise
     except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = (
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
         raise DataError(
             f"data file {source!r} cannot be read ({first[:160]}); check that it is a "
             "valid, complete file of the format its name says"
@@ -89,7 +91,9 @@ def load_table(source: str) -> tuple[pd.DataFrame, str]:
 
 def _file_hash(path: Path) -> str:
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    )
     for p in files:
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -99,16 +103,22 @@ def _file_hash(path: Path) -> str:
 
 def _frame_hash(frame: pd.DataFrame) -> str:
     values = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return hashlib.sha256(values.tobytes() + ",".join(map(str, frame.columns)).encode()).hexdigest()
+    return hashlib.sha256(
+        values.tobytes() + ",".join(map(str, frame.columns)).encode()
+    ).hexdigest()
 
 
 def _load_sklearn(name: str) -> pd.DataFrame:
     from sklearn import datasets
 
     if name not in _SKLEARN:
-        raise DataError(f"unknown dataset sklearn:{name}; choose one of {', '.join(_SKLEARN)}")
+        raise DataError(
+            f"unknown dataset sklearn:{name}; choose one of {', '.join(_SKLEARN)}"
+        )
     if name == "california_housing":  # needs a download; not available offline
-        raise DataError("sklearn:california_housing needs a download; pass a file instead")
+        raise DataError(
+            "sklearn:california_housing needs a download; pass a file instead"
+        )
     loader = getattr(datasets, f"load_{name}")
     bunch = loader(as_frame=True)
     frame = bunch.frame.copy()
@@ -126,20 +136,33 @@ def _load_synthetic(spec: str) -> pd.DataFrame:
         key, _, value = opt.partition("=")
         if key not in kw or not value.isdigit():
             raise DataError(
-                f"bad synthetic option {opt!r}; use rows=N, features=N, seed=N, classes=N"
+                f"bad synthetic option {opt!r}; use rows=N, features=N, seed=N, "
+                "classes=N"
             )
         kw[key] = int(value)
     n, p, seed = kw["rows"], kw["features"], kw["seed"]
     if task == "classification":
         X, y = make_classification(
-            n_samples=n, n_features=p, n_informative=max(2, p // 2), n_redundant=p // 5,
-            n_classes=kw["classes"], flip_y=0.03, random_state=seed,
+            n_samples=n,
+            n_features=p,
+            n_informative=max(2, p // 2),
+            n_redundant=p // 5,
+            n_classes=kw["classes"],
+            flip_y=0.03,
+            random_state=seed,
         )
     elif task == "regression":
-        X, y = make_regression(n_samples=n, n_features=p, n_informative=max(1, p // 2),
-                               noise=10.0, random_state=seed)
+        X, y = make_regression(
+            n_samples=n,
+            n_features=p,
+            n_informative=max(1, p // 2),
+            noise=10.0,
+            random_state=seed,
+        )
     else:
-        raise DataError(f"unknown synthetic task {task!r}; use classification or regression")
+        raise DataError(
+            f"unknown synthetic task {task!r}; use classification or regression"
+        )
     frame = pd.DataFrame(X.astype(np.float32), columns=[f"x{i}" for i in range(p)])
     frame["target"] = y
     return frame
@@ -197,22 +220,36 @@ class FeatureSchema:
         for j, (col, kind) in enumerate(zip(self.columns, self.kinds, strict=True)):
             s = frame[col]
             if kind == "numeric":
-                out[:, j] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                out[:, j] = pd.to_numeric(s, errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan
+                )
             else:
-                vocab = {v: i for i, v in enumerate(self.categories[col])}
-                codes = s.astype(object).map(lambda v: vocab.get(str(v), np.nan) if pd.notna(v) else np.nan)
-                out[:, j] = codes.to_numpy(dtype=np.float64, na_value=np.nan)
+                # Vectorised lookup: unseen categories get code -1, then NaN.
+                codes = pd.Categorical(
+                    s.astype("string"), categories=self.categories[col]
+                ).codes.astype(np.float64)
+                codes[codes < 0] = np.nan
+                out[:, j] = codes
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (stored in the manifest)."""
-        return {"columns": list(self.columns), "kinds": list(self.kinds),
-                "categories": self.categories, "dtypes": self.dtypes}
+        return {
+            "columns": list(self.columns),
+            "kinds": list(self.kinds),
+            "categories": self.categories,
+            "dtypes": self.dtypes,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSchema:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(d["columns"]), tuple(d["kinds"]), dict(d["categories"]), dict(d["dtypes"]))
+        return cls(
+            tuple(d["columns"]),
+            tuple(d["kinds"]),
+            dict(d["categories"]),
+            dict(d["dtypes"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -276,7 +313,9 @@ def infer_task(y: pd.Series) -> str:
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
         return "binary" if n_unique <= 2 else "multiclass"
     values = y.dropna().to_numpy(dtype=np.float64)
-    integer_valued = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+    integer_valued = bool(
+        np.all(np.isfinite(values)) and np.all(values == np.round(values))
+    )
     if integer_valued and n_unique <= _MAX_INFERRED_CLASSES:
         return "binary" if n_unique <= 2 else "multiclass"
     return "regression"
@@ -315,7 +354,10 @@ def assign_folds(
     # Always shuffled: tables often come sorted by time or label, and unshuffled
     # folds then score nonsense (bank_marketing: AUC 0.34).
     train_idx, _ = train_test_split(
-        idx, test_size=holdout, random_state=seed, shuffle=True,
+        idx,
+        test_size=holdout,
+        random_state=seed,
+        shuffle=True,
         stratify=y if classify else None,
     )
     train_idx = np.sort(train_idx)
@@ -351,14 +393,17 @@ def prepare(
     cols = [str(c) for c in frame.columns]
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
-        raise DataError(f"duplicate column names {dup}; rename them so each column is unique")
+        raise DataError(
+            f"duplicate column names {dup}; rename them so each column is unique"
+        )
     if len(frame) == 0:
         raise DataError("the table has no rows; check the data file")
     if target not in frame.columns:
         close = difflib.get_close_matches(target, cols, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise DataError(
-            f"target column {target!r} is not in the table; {hint}columns: {', '.join(cols[:20])}"
+            f"target column {target!r} is not in the table; {hint}columns: "
+            + ", ".join(cols[:20])
             + (" …" if len(cols) > 20 else "")
         )
     missing_drop = [c for c in drop_columns if c not in frame.columns]
@@ -377,7 +422,9 @@ def prepare(
     usable = [c for c in features.columns if features[c].nunique(dropna=True) > 1]
     dropped = [c for c in features.columns if c not in usable]
     if dropped:
-        logger.warning("ignoring constant or all-missing columns: %s", ", ".join(map(str, dropped)))
+        logger.warning(
+            "ignoring constant or all-missing columns: %s", ", ".join(map(str, dropped))
+        )
     features = features[usable]
     if features.shape[1] == 0:
         raise DataError(
@@ -387,14 +434,18 @@ def prepare(
 
     classes: list[Any] = []
     if task == "regression":
-        if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(y_raw):
+        if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(
+            y_raw
+        ):
             raise DataError(
                 f"target column {target!r} is not numeric but task is regression; use "
                 "--task binary/multiclass or a numeric target"
             )
         y = y_raw.to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(y)):
-            raise DataError(f"target column {target!r} has infinite values; remove them")
+            raise DataError(
+                f"target column {target!r} has infinite values; remove them"
+            )
     else:
         uniques = pd.unique(y_raw)
         try:
@@ -430,13 +481,21 @@ def prepare(
         if rare:
             label, count = rare[0]
             raise DataError(
-                f"class {label!r} has {count} rows, too few for {n_folds} stratified folds "
-                f"plus a holdout (needs >= {need}); merge rare classes, drop them, or "
-                "lower --folds"
+                f"class {label!r} has {count} rows, too few for {n_folds} stratified "
+                f"folds plus a holdout (needs >= {need}); merge rare classes, drop "
+                "them, or lower --folds"
             )
 
     schema = FeatureSchema.infer(features)
     X = schema.transform(features)
     fold = assign_folds(y, task=task, n_folds=n_folds, holdout=holdout, seed=seed)
-    return PreparedData(X=X, y=y, fold=fold, task=task, classes=classes, schema=schema,
-                        target=target, data_sha256=data_sha256)
+    return PreparedData(
+        X=X,
+        y=y,
+        fold=fold,
+        task=task,
+        classes=classes,
+        schema=schema,
+        target=target,
+        data_sha256=data_sha256,
+    )

@@ -69,17 +69,25 @@ def _accuracy(y: np.ndarray, p: np.ndarray, k: int) -> float:
 
 
 def _prf(kind: str) -> Callable[[np.ndarray, np.ndarray, int], float]:
-    fn = {"precision": skm.precision_score, "recall": skm.recall_score, "f1": skm.f1_score}[
-        kind
-    ]
+    fn = {
+        "precision": skm.precision_score,
+        "recall": skm.recall_score,
+        "f1": skm.f1_score,
+    }[kind]
 
     def metric(y: np.ndarray, p: np.ndarray, k: int) -> float:
         # Binary: the positive class is the second encoded class; multiclass: macro
         # over every class, present or not, with 0 where a ratio is undefined.
         average = "binary" if k == 2 else "macro"
         return float(
-            fn(y, _labels(p), labels=list(range(k)) if k > 2 else None,
-               average=average, zero_division=0.0, pos_label=1)
+            fn(
+                y,
+                _labels(p),
+                labels=list(range(k)) if k > 2 else None,
+                average=average,
+                zero_division=0.0,
+                pos_label=1,
+            )
         )
 
     return metric
@@ -180,9 +188,13 @@ def score(name: str, y_true: np.ndarray, pred: np.ndarray, n_classes: int = 0) -
         return METRICS[name].fn(np.asarray(y_true), np.asarray(pred), n_classes)
 
 
-def score_all(task: str, y_true: np.ndarray, pred: np.ndarray, n_classes: int = 0) -> dict[str, float]:
+def score_all(
+    task: str, y_true: np.ndarray, pred: np.ndarray, n_classes: int = 0
+) -> dict[str, float]:
     """Every metric of the task, as ``{name: value}``."""
-    return {name: score(name, y_true, pred, n_classes) for name in metrics_for_task(task)}
+    return {
+        name: score(name, y_true, pred, n_classes) for name in metrics_for_task(task)
+    }
 
 
 def to_loss(name: str, value: float) -> float:

@@ -57,13 +57,24 @@ def pred_columns(classes: list[Any]) -> list[str]:
 def load_and_prepare(config: RunConfig) -> PreparedData:
     """Load and validate the table named by the config."""
     if not config.data:
-        raise DataError("no data given; pass --data PATH (or `data:` in the config file)")
+        raise DataError(
+            "no data given; pass --data PATH (or `data:` in the config file)"
+        )
     if not config.target:
-        raise DataError("no target column given; pass --target COL (or `target:` in the config)")
+        raise DataError(
+            "no target column given; pass --target COL (or `target:` in the config)"
+        )
     frame, sha = load_table(config.data)
-    return prepare(frame, config.target, task=config.task, n_folds=config.n_folds,
-                   holdout=config.holdout, seed=config.seed,
-                   drop_columns=config.drop_columns, data_sha256=sha)
+    return prepare(
+        frame,
+        config.target,
+        task=config.task,
+        n_folds=config.n_folds,
+        holdout=config.holdout,
+        seed=config.seed,
+        drop_columns=config.drop_columns,
+        data_sha256=sha,
+    )
 
 
 def fit_run(
@@ -102,149 +113,247 @@ def fit_run(
         raise DataError(f"metric {metric!r} does not apply to a {data.task} task")
 
     run = RunDirectory.create(config.out, config.run_id)
-    manifest = run.write_manifest(
-        run_id=run.run_id, status="running", task=data.task, target=data.target,
-        classes=data.classes, n_rows=data.n_rows, n_features=len(data.schema.columns),
-        data_sha256=data.data_sha256, config=config.to_dict(), seed=config.seed,
-        versions=versions(), started_at=now_iso(), finished_at=None, best=None,
-        metric=metric, schema=data.schema.to_dict(),
+    run.write_manifest(
+        run_id=run.run_id,
+        status="running",
+        task=data.task,
+        target=data.target,
+        classes=data.classes,
+        n_rows=data.n_rows,
+        n_features=len(data.schema.columns),
+        data_sha256=data.data_sha256,
+        config=config.to_dict(),
+        seed=config.seed,
+        versions=versions(),
+        started_at=now_iso(),
+        finished_at=None,
+        best=None,
+        metric=metric,
+        schema=data.schema.to_dict(),
     )
     try:
         result = _run_stages(config, data, run, metric, deadline, on_fit)
     except BaseException as exc:
-        run.write_manifest(status="failed", finished_at=now_iso(),
-                           error=f"{type(exc).__name__}: {exc}"[:2000])
+        run.write_manifest(
+            status="failed",
+            finished_at=now_iso(),
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
         raise
     logger.info("run %s complete in %.1f s", run.run_id, time.monotonic() - t0)
     return result
 
 
-def _run_stages(config: RunConfig, data: PreparedData, run: RunDirectory, metric: str,
-                deadline: float | None, on_fit: Callable[[Any, int, int], None] | None
-                ) -> RunResult:
+def _run_stages(
+    config: RunConfig,
+    data: PreparedData,
+    run: RunDirectory,
+    metric: str,
+    deadline: float | None,
+    on_fit: Callable[[Any, int, int], None] | None,
+) -> RunResult:
     from . import train  # Ray is imported only here, at run time
 
-    run.write_table("folds.parquet", pd.DataFrame({"row_id": data.row_id, "fold": data.fold}))
+    run.write_table(
+        "folds.parquet", pd.DataFrame({"row_id": data.row_id, "fold": data.fold})
+    )
+    t_fit = time.monotonic()
+    outcome = _fit_members(config, data, run, deadline, on_fit)
+    fit_wall = time.monotonic() - t_fit
+    cols = pred_columns(data.classes)
 
-    ctx = FitContext(task=data.task, n_classes=data.n_classes,
-                     cat_mask=tuple(bool(b) for b in data.schema.cat_mask),
-                     n_categories=tuple(data.schema.n_categories), seed=config.seed)
+    # OOF rows become a Ray Dataset, written as the oof/ Parquet dataset; the
+    # fusion layer is fed from that same Dataset.
+    ds = train.oof_dataset(_oof_frames(outcome.results, data, cols))
+    tmp = run.tmp_dir("oof")
+    train.write_dataset(ds, str(tmp))
+    run.commit_dir(tmp, "oof")
+    oof = train.dataset_to_pandas(ds)
+
+    members = [m for m in config.learners if m in set(oof["member"])]
+    train_rows = data.row_id[data.fold >= 0]
+    hold_rows = data.row_id[data.fold == -1]
+    y_train, y_hold = data.y[train_rows], data.y[hold_rows]
+    P = _stack(oof, members, train_rows, cols)  # (n_train, m[, K])
+    H = _stack_holdout(outcome.results, members)
+    k = data.n_classes
+
+    board_rows: list[dict[str, Any]] = []
+    holdout_frames: list[pd.DataFrame] = []
+    for i, m in enumerate(members):
+        fit_s = sum(r.fit_s for r in outcome.results if r.member == m)
+        oof_score = score(metric, y_train, P[:, i], k)
+        board_rows.append(
+            _board_row(
+                m, "member", metric, oof_score, data.task, y_hold, H[:, i], k, fit_s
+            )
+        )
+        holdout_frames.append(_holdout_frame(m, hold_rows, data, H[:, i], cols))
+
+    specs = _fusion_specs(config, metric, len(members))
+    fused = (
+        train.fuse_all(
+            specs,
+            P,
+            y_train,
+            data.fold[train_rows],
+            data.X[train_rows],
+            H,
+            data.X[hold_rows],
+            metric=metric,
+        )
+        if specs
+        else []
+    )
+    weight_rows: list[dict[str, Any]] = []
+    for f in fused:
+        board_rows.append(
+            _board_row(
+                f.key,
+                "fusion",
+                metric,
+                f.oof_score,
+                data.task,
+                y_hold,
+                f.holdout_pred,
+                k,
+                f.fit_s,
+            )
+        )
+        holdout_frames.append(
+            _holdout_frame(f.key, hold_rows, data, f.holdout_pred, cols)
+        )
+        for who, w, output in f.fusion.member_weights():
+            name = str(who) if isinstance(who, str) else members[int(who)]
+            weight_rows.append(
+                {"fusion": f.key, "member": name, "weight": w, "output": output}
+            )
+
+    board = pd.DataFrame(board_rows)
+    best = _choose(board)
+    board["best"] = board["model"] == best
+    run.write_table("holdout.parquet", pd.concat(holdout_frames, ignore_index=True))
+    run.write_table("fits.parquet", _fits_frame(outcome.results))
+    run.write_table("leaderboard.parquet", board)
+    run.write_table(
+        "fusion.parquet",
+        pd.DataFrame(weight_rows, columns=["fusion", "member", "weight", "output"]),
+    )
+    _save_fusions(run, {f.key: f.fusion for f in fused}, members)
+    slots = max(outcome.slots, 1)
+    efficiency = sum(r.fit_s for r in outcome.results) / max(fit_wall * slots, 1e-9)
+    manifest = run.write_manifest(
+        status="complete",
+        finished_at=now_iso(),
+        best=best,
+        members=members,
+        fusions=[f.key for f in fused],
+        failed_members=outcome.failed,
+        skipped_members=outcome.skipped,
+        timing={
+            "fit_wall_s": round(fit_wall, 3),
+            "slots": slots,
+            "parallel_efficiency": round(efficiency, 4),
+        },
+    )
+    return RunResult(run, board, best, manifest)
+
+
+def _fit_members(
+    config: RunConfig,
+    data: PreparedData,
+    run: RunDirectory,
+    deadline: float | None,
+    on_fit: Callable[[Any, int, int], None] | None,
+) -> Any:
+    """Fit every (member, fold) on Ray actors; raise if no member survived."""
+    from . import train
+
+    ctx = FitContext(
+        task=data.task,
+        n_classes=data.n_classes,
+        cat_mask=tuple(bool(b) for b in data.schema.cat_mask),
+        n_categories=tuple(data.schema.n_categories),
+        seed=config.seed,
+    )
     n_train = int((data.fold >= 0).sum())
-    n_feat = data.X.shape[1]
     tasks = []
     for key in config.learners:
         cls = get(key)
         params = cls.check_params(dict(config.learner_params.get(key, {})))
+        cost = cls.expected_cost(n_train, data.X.shape[1])
         for k in range(config.n_folds):
-            tasks.append(train.FitTask(member=key, learner=key, params=params, fold=k,
-                                       cost=cls.expected_cost(n_train, n_feat),
-                                       uses_gpu=cls.uses_gpu))
+            tasks.append(
+                train.FitTask(
+                    member=key,
+                    learner=key,
+                    params=params,
+                    fold=k,
+                    cost=cost,
+                    uses_gpu=cls.uses_gpu,
+                )
+            )
     shared = train.put_data(data.X, data.y, data.fold)
-    t_fit = time.monotonic()
-    outcome = train.fit_all(tasks, shared, ctx, lambda m, k: str(run.model_dir(m, k)),
-                            cpus_per_fit=config.cpus_per_fit, deadline=deadline,
-                            on_result=on_fit)
-    fit_wall = time.monotonic() - t_fit
+    outcome = train.fit_all(
+        tasks,
+        shared,
+        ctx,
+        lambda m, k: str(run.model_dir(m, k)),
+        cpus_per_fit=config.cpus_per_fit,
+        deadline=deadline,
+        on_result=on_fit,
+    )
     for member, reason in outcome.failed.items():
         logger.warning("member %s dropped: %s", member, reason)
     if not outcome.results:
         first = next(iter(outcome.failed.items()), None)
         if first:
             raise BaseLearnerFailed(first[0], -1, first[1])
-        raise BaseLearnerFailed("*", -1, "the time limit ended the run before any member "
-                                "finished every fold; raise --time-limit")
+        raise BaseLearnerFailed(
+            "*",
+            -1,
+            "the time limit ended the run before any member finished every fold; "
+            "raise --time-limit",
+        )
+    return outcome
 
-    classes = data.classes
-    cols = pred_columns(classes)
-    hold_mask = data.fold == -1
-    hold_rows = data.row_id[hold_mask]
+
+def _oof_frames(
+    results: list[Any], data: PreparedData, cols: list[str]
+) -> list[pd.DataFrame]:
     frames = []
-    for r in outcome.results:
-        rows = data.row_id[data.fold == r.fold]
-        f = pd.DataFrame(r.oof_pred.reshape(len(rows), -1), columns=cols)
+    for r in results:
+        fold_rows = data.row_id[data.fold == r.fold]
+        f = pd.DataFrame(r.oof_pred.reshape(len(fold_rows), -1), columns=cols)
         f.insert(0, "fold", np.int64(r.fold))
-        f.insert(0, "row_id", rows)
+        f.insert(0, "row_id", fold_rows)
         f.insert(0, "member", r.member)
         frames.append(f)
+    return frames
 
-    # OOF rows become a Ray Dataset, written as the oof/ Parquet dataset, and the
-    # fusion layer is fed from that same Dataset.
-    ds = train.oof_dataset(frames)
-    tmp = run.tmp_dir("oof")
-    train.write_dataset(ds, str(tmp))
-    run.commit_dir(tmp, "oof")
-    oof = train.dataset_to_pandas(ds).sort_values(["member", "row_id"], kind="stable")
 
-    members = [m for m in config.learners if m in set(oof["member"])]
-    train_rows = data.row_id[data.fold >= 0]
-    y_train = data.y[train_rows]
-    folds_train = data.fold[train_rows]
-    P = _stack(oof, members, train_rows, cols)  # (n_train, m[, K])
-    H = _stack_holdout(outcome.results, members, len(hold_rows), cols)
-    y_hold = data.y[hold_mask]
-
-    fit_s = {m: sum(r.fit_s for r in outcome.results if r.member == m) for m in members}
-    rows: list[dict[str, Any]] = []
-    holdout_frames: list[pd.DataFrame] = []
-    k = data.n_classes
-    for i, m in enumerate(members):
-        rows.append(_board_row(m, "member", metric, score(metric, y_train, P[:, i], k),
-                               data.task, y_hold, H[:, i], k, fit_s[m]))
-        holdout_frames.append(_holdout_frame(m, hold_rows, data, H[:, i], cols))
-
-    fusion_rows: list[dict[str, Any]] = []
-    fitted: dict[str, Any] = {}
+def _fusion_specs(
+    config: RunConfig, metric: str, n_members: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """(key, params) of each configured fusion that has enough members."""
+    specs = []
     for key in config.fusions:
-        est = fusion_mod.make(key, **_fusion_params(key, metric, config.seed, k))
-        if len(members) < est.min_members:
-            logger.info("fusion %s skipped: needs %d members", key, est.min_members)
+        proto = fusion_mod.make(key)
+        if n_members < proto.min_members:
+            logger.info("fusion %s skipped: it needs more members", key)
             continue
-        t1 = time.perf_counter()
-        nested = fusion_mod.nested_cv(est, P, y_train, folds_train, metric=metric)
-        est.fit(P, y_train)
-        pred = est.predict(H)
-        secs = time.perf_counter() - t1
-        fitted[key] = est
-        rows.append(_board_row(key, "fusion", metric, nested.score, data.task, y_hold,
-                               pred, k, secs))
-        holdout_frames.append(_holdout_frame(key, hold_rows, data, pred, cols))
-        for idx, w, output in est.member_weights():
-            fusion_rows.append({"fusion": key, "member": members[idx], "weight": w,
-                                "output": output})
-
-    board = pd.DataFrame(rows)
-    best = _choose(board)
-    board["best"] = board["model"] == best
-    run.write_table("holdout.parquet", pd.concat(holdout_frames, ignore_index=True))
-    run.write_table("fits.parquet", _fits_frame(outcome.results))
-    run.write_table("leaderboard.parquet", board)
-    run.write_table("fusion.parquet", pd.DataFrame(
-        fusion_rows, columns=["fusion", "member", "weight", "output"]))
-    _save_fusions(run, fitted, members)
-    slots = max(outcome.slots, 1)
-    efficiency = sum(r.fit_s for r in outcome.results) / max(fit_wall * slots, 1e-9)
-    manifest = run.write_manifest(
-        status="complete", finished_at=now_iso(), best=best, members=members,
-        fusions=list(fitted), failed_members=outcome.failed,
-        skipped_members=outcome.skipped,
-        timing={"fit_wall_s": round(fit_wall, 3), "slots": slots,
-                "parallel_efficiency": round(efficiency, 4)},
-    )
-    return RunResult(run, board, best, manifest)
+        params: dict[str, Any] = {}
+        if "random_state" in proto.get_params():
+            params["random_state"] = config.seed
+        if key == "selection":
+            params["metric"] = metric  # select for the metric the run ranks by
+        specs.append((key, params))
+    return specs
 
 
-def _fusion_params(key: str, metric: str, seed: int, n_classes: int) -> dict[str, Any]:
-    if key == "selection":
-        def loss(y: np.ndarray, f: np.ndarray) -> float:
-            value = to_loss(metric, score(metric, y, f, n_classes))
-            return math.inf if math.isnan(value) else value
-
-        return {"loss": loss, "random_state": seed}
-    return {}
-
-
-def _stack(oof: pd.DataFrame, members: list[str], row_ids: np.ndarray,
-           cols: list[str]) -> np.ndarray:
+def _stack(
+    oof: pd.DataFrame, members: list[str], row_ids: np.ndarray, cols: list[str]
+) -> np.ndarray:
     """(n_rows, n_members[, n_classes]) from the long OOF frame."""
     blocks = []
     for m in members:
@@ -254,28 +363,45 @@ def _stack(oof: pd.DataFrame, members: list[str], row_ids: np.ndarray,
     return P[:, :, 0] if cols == ["pred"] else P
 
 
-def _stack_holdout(results: list[Any], members: list[str], n_hold: int,
-                   cols: list[str]) -> np.ndarray:
+def _stack_holdout(results: list[Any], members: list[str]) -> np.ndarray:
     """Holdout predictions per member: the mean over its fold models."""
     blocks = []
     for m in members:
-        preds = [r.holdout_pred for r in results if r.member == m]
+        # In fold order: results arrive in completion order, and a different
+        # summation order changes ties (forests give multiples of 1/n_trees).
+        mine = sorted((r for r in results if r.member == m), key=lambda r: r.fold)
+        preds = [r.holdout_pred for r in mine]
         blocks.append(np.mean(preds, axis=0))
     return np.stack(blocks, axis=1).astype(np.float64)
 
 
-def _board_row(model: str, kind: str, metric: str, oof_score: float, task: str,
-               y_hold: np.ndarray, pred: np.ndarray, k: int, fit_s: float) -> dict[str, Any]:
+def _board_row(
+    model: str,
+    kind: str,
+    metric: str,
+    oof_score: float,
+    task: str,
+    y_hold: np.ndarray,
+    pred: np.ndarray,
+    k: int,
+    fit_s: float,
+) -> dict[str, Any]:
     hold = score_all(task, y_hold, pred, k)
-    row: dict[str, Any] = {"model": model, "kind": kind, "metric": metric,
-                           "oof_score": oof_score, "holdout_score": hold[metric]}
+    row: dict[str, Any] = {
+        "model": model,
+        "kind": kind,
+        "metric": metric,
+        "oof_score": oof_score,
+        "holdout_score": hold[metric],
+    }
     row.update(hold)
     row["fit_s"] = fit_s
     return row
 
 
-def _holdout_frame(model: str, rows: np.ndarray, data: PreparedData, pred: np.ndarray,
-                   cols: list[str]) -> pd.DataFrame:
+def _holdout_frame(
+    model: str, rows: np.ndarray, data: PreparedData, pred: np.ndarray, cols: list[str]
+) -> pd.DataFrame:
     y = data.y[rows]
     y_true = [data.classes[i] for i in y] if data.classes else y
     f = pd.DataFrame(pred.reshape(len(rows), -1), columns=cols)
@@ -286,28 +412,42 @@ def _holdout_frame(model: str, rows: np.ndarray, data: PreparedData, pred: np.nd
 
 
 def _fits_frame(results: list[Any]) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "member": r.member, "learner": r.learner, "fold": r.fold, "node_id": r.node_id,
-        "worker": r.worker, "gpu": r.gpu, "started_at": r.started_at, "fit_s": r.fit_s,
-        "predict_s": r.predict_s, "n_train": r.n_train,
-    } for r in sorted(results, key=lambda r: (r.member, r.fold))])
+    return pd.DataFrame(
+        [
+            {
+                "member": r.member,
+                "learner": r.learner,
+                "fold": r.fold,
+                "node_id": r.node_id,
+                "worker": r.worker,
+                "gpu": r.gpu,
+                "started_at": r.started_at,
+                "fit_s": r.fit_s,
+                "predict_s": r.predict_s,
+                "n_train": r.n_train,
+            }
+            for r in sorted(results, key=lambda r: (r.member, r.fold))
+        ]
+    )
 
 
 def _choose(board: pd.DataFrame) -> str:
     """The model with the best OOF (nested-CV for fusions) score; holdout unused."""
-    losses = [to_loss(m, s) if not math.isnan(s) else math.inf
-              for m, s in zip(board["metric"], board["oof_score"], strict=True)]
+    losses = [
+        to_loss(m, s) if not math.isnan(s) else math.inf
+        for m, s in zip(board["metric"], board["oof_score"], strict=True)
+    ]
     return str(board["model"].iloc[int(np.argmin(losses))])
 
 
-def _save_fusions(run: RunDirectory, fitted: dict[str, Any], members: list[str]) -> None:
+def _save_fusions(
+    run: RunDirectory, fitted: dict[str, Any], members: list[str]
+) -> None:
     import joblib
 
     fdir = run.path / "models" / "fusion"
     fdir.mkdir(parents=True, exist_ok=True)
     for key, est in fitted.items():
-        if key == "selection":
-            est.loss = None  # the closure is not picklable; weights are what predict needs
         target = fdir / f"{key}.joblib"
         tmp = target.with_name(target.name + ".tmp")
         joblib.dump({"members": members, "fusion": est}, tmp)

@@ -35,9 +35,14 @@ def quiet_ray(verbose: int = 1) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None,
-            num_gpus: int | None = None, object_store_memory: int | None = None,
-            verbose: int = 1) -> bool:
+def connect(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    object_store_memory: int | None = None,
+    verbose: int = 1,
+) -> bool:
     """Connect to Ray unless already connected.
 
     Parameters
@@ -70,12 +75,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus,
-                     object_store_memory=object_store_memory,
-                     include_dashboard=False, **kwargs)
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+                **kwargs,
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a new local instance"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = (
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
         raise RayConnectionError(
             f"cannot connect to Ray at {where} ({first[:160]}); check --address / "
             "RAY_ADDRESS and that the cluster is running"

@@ -126,14 +126,23 @@ class _FitWorker:
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
 
-    def fit(self, task: FitTask, X: np.ndarray, y: np.ndarray, fold: np.ndarray,
-            context: FitContext, model_dir: str) -> FitResult:
+    def fit(
+        self,
+        task: FitTask,
+        X: np.ndarray,
+        y: np.ndarray,
+        fold: np.ndarray,
+        context: FitContext,
+        model_dir: str,
+    ) -> FitResult:
         started = datetime.now(timezone.utc)
         train = (fold >= 0) & (fold != task.fold)
         valid = fold == task.fold
         hold = fold == -1
         use_gpu = self.gpu and task.uses_gpu
-        ctx = replace(context, n_threads=self.n_threads, device="cuda" if use_gpu else "cpu")
+        ctx = replace(
+            context, n_threads=self.n_threads, device="cuda" if use_gpu else "cpu"
+        )
         learner = get(task.learner)(task.params, context=ctx)
         t0 = time.perf_counter()
         learner.fit(X[train], y[train])
@@ -145,10 +154,18 @@ class _FitWorker:
         learner.save(model_dir)
         rc = ray.get_runtime_context()
         return FitResult(
-            member=task.member, learner=task.learner, fold=task.fold, oof_pred=oof,
-            holdout_pred=holdout, node_id=rc.get_node_id(),
-            worker=f"{self.index}:{os.getpid()}", gpu=use_gpu, started_at=started,
-            fit_s=fit_s, predict_s=predict_s, n_train=int(train.sum()),
+            member=task.member,
+            learner=task.learner,
+            fold=task.fold,
+            oof_pred=oof,
+            holdout_pred=holdout,
+            node_id=rc.get_node_id(),
+            worker=f"{self.index}:{os.getpid()}",
+            gpu=use_gpu,
+            started_at=started,
+            fit_s=fit_s,
+            predict_s=predict_s,
+            n_train=int(train.sum()),
         )
 
 
@@ -205,13 +222,21 @@ def fit_all(
     remote = ray.remote(_FitWorker)
     actors: list[tuple[Any, bool]] = []
     for i in range(n_gpu):
-        opts = {"num_cpus": cpus_per_fit, "num_gpus": GPU_PER_ACTOR,
-                "max_restarts": 1, "max_task_retries": 1}
+        opts = {
+            "num_cpus": cpus_per_fit,
+            "num_gpus": GPU_PER_ACTOR,
+            "max_restarts": 1,
+            "max_task_retries": 1,
+        }
         actors.append((remote.options(**opts).remote(i, cpus_per_fit, True), True))
     for i in range(n_cpu):
         opts = {"num_cpus": cpus_per_fit, "max_restarts": 1, "max_task_retries": 1}
-        actors.append((remote.options(**opts).remote(n_gpu + i, cpus_per_fit, False), False))
-    logger.info("fitting %d tasks on %d CPU and %d GPU actors", len(tasks), n_cpu, n_gpu)
+        actors.append(
+            (remote.options(**opts).remote(n_gpu + i, cpus_per_fit, False), False)
+        )
+    logger.info(
+        "fitting %d tasks on %d CPU and %d GPU actors", len(tasks), n_cpu, n_gpu
+    )
 
     pending = sorted(tasks, key=lambda t: -t.cost)
     free = list(actors)
@@ -245,8 +270,14 @@ def fit_all(
                 if task is None:
                     idle.append(actor)
                     continue
-                ref = actor[0].fit.remote(task, data.X, data.y, data.fold, context,
-                                          model_dir(task.member, task.fold))
+                ref = actor[0].fit.remote(
+                    task,
+                    data.X,
+                    data.y,
+                    data.fold,
+                    context,
+                    model_dir(task.member, task.fold),
+                )
                 running[ref] = (actor, task)
             free = idle
             if not running:
@@ -316,3 +347,70 @@ def write_dataset(ds: ray.data.Dataset, path: str) -> None:
 def dataset_to_pandas(ds: ray.data.Dataset) -> pd.DataFrame:
     """Materialise a (small) Dataset on the driver."""
     return ds.to_pandas()
+
+
+@dataclass
+class FusionOutcome:
+    """A fusion scored by nested CV, refitted on all OOF rows, applied to holdout."""
+
+    key: str
+    oof_score: float
+    holdout_pred: np.ndarray
+    fusion: Any
+    fit_s: float
+
+
+def _fuse_one(
+    key: str,
+    params: dict[str, Any],
+    P: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    X: np.ndarray,
+    H: np.ndarray,
+    X_hold: np.ndarray,
+    metric: str,
+) -> FusionOutcome:
+    from .fusion import make, nested_cv
+
+    t0 = time.perf_counter()
+    est = make(key, **params)
+    feats = est.uses_features
+    nested = nested_cv(est, P, y, folds, metric=metric, X=X if feats else None)
+    est.fit(P, y, X if feats else None)
+    pred = est.predict(H, X_hold if feats else None)
+    return FusionOutcome(key, nested.score, pred, est, time.perf_counter() - t0)
+
+
+def fuse_all(
+    specs: Sequence[tuple[str, dict[str, Any]]],
+    P: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    X: np.ndarray,
+    H: np.ndarray,
+    X_hold: np.ndarray,
+    *,
+    metric: str,
+) -> list[FusionOutcome]:
+    """Score, refit and apply every fusion, one Ray task per fusion.
+
+    The fusion code itself is Ray-free (``ensemble.fusion``); this only spreads
+    the independent fusions over the cluster's CPUs. Inputs are put once.
+    """
+    P_ref, y_ref, f_ref, X_ref = ray.put(P), ray.put(y), ray.put(folds), ray.put(X)
+    H_ref, Xh_ref = ray.put(H), ray.put(X_hold)
+    task = ray.remote(num_cpus=1, max_retries=2)(_fuse_one)
+    pending = {
+        task.remote(key, params, P_ref, y_ref, f_ref, X_ref, H_ref, Xh_ref, metric): key
+        for key, params in specs
+    }
+    out: dict[str, FusionOutcome] = {}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        key = pending.pop(done[0])
+        try:
+            out[key] = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:
+            logger.warning("fusion %s failed: %s", key, _short(exc))
+    return [out[k] for k, _ in specs if k in out]

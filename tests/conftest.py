@@ -14,11 +14,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+    parser.addoption(
+        "--runslow", action="store_true", default=False, help="run slow tests"
+    )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    run_slow = config.getoption("--runslow") or os.environ.get("ENSEMBLE_RUNSLOW") == "1"
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    run_slow = (
+        config.getoption("--runslow") or os.environ.get("ENSEMBLE_RUNSLOW") == "1"
+    )
     try:
         import torch
 
@@ -54,8 +60,9 @@ def ray_session():
     from ensemble import runtime
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    started = runtime.connect(num_cpus=2, num_gpus=0, object_store_memory=256 * 1024**2,
-                              verbose=1)
+    started = runtime.connect(
+        num_cpus=2, num_gpus=0, object_store_memory=256 * 1024**2, verbose=1
+    )
     yield ray
     runtime.shutdown(started)
 
@@ -71,9 +78,13 @@ def make_table(n: int = 300, task: str = "binary", seed: int = 0) -> pd.DataFram
     signal = x1 + 0.5 * x2 + (colour == "red") * 1.0
     frame = pd.DataFrame({"x1": x1_missing, "x2": x2, "colour": colour})
     if task == "binary":
-        frame["target"] = np.where(signal + rng.normal(scale=0.5, size=n) > 0.3, "yes", "no")
+        frame["target"] = np.where(
+            signal + rng.normal(scale=0.5, size=n) > 0.3, "yes", "no"
+        )
     elif task == "multiclass":
-        frame["target"] = np.digitize(signal + rng.normal(scale=0.3, size=n), [-0.5, 0.5, 1.5])
+        frame["target"] = np.digitize(
+            signal + rng.normal(scale=0.3, size=n), [-0.5, 0.5, 1.5]
+        )
     else:
         frame["target"] = 10 * signal + rng.normal(size=n)
     return frame

@@ -1,4 +1,4 @@
-"""The fusion layer: pure numpy strategies fitted on OOF predictions."""
+"""The fusion layer: pure numpy/torch strategies fitted on OOF predictions."""
 
 from __future__ import annotations
 
@@ -7,29 +7,39 @@ from typing import Any
 from ..exceptions import UnknownLearnerError
 from ._base import BaseFusion, check_preds
 from .average import AverageFusion
+from .neural import NeuralFusion
 from .select import FusionScore, nested_cv
 from .selection import SelectionFusion
 from .stacking import StackingFusion
+from .two_level import TwoLevelFusion
 from .weighted import WeightedFusion
 
 __all__ = [
     "AverageFusion",
     "BaseFusion",
     "FusionScore",
+    "NeuralFusion",
     "SelectionFusion",
     "StackingFusion",
+    "TwoLevelFusion",
     "WeightedFusion",
     "available",
-    "make",
     "check_preds",
+    "make",
     "nested_cv",
 ]
 
-_FUSIONS: dict[str, type[BaseFusion]] = {
-    "average": AverageFusion,
-    "weighted": WeightedFusion,
-    "selection": SelectionFusion,
-    "stacking": StackingFusion,
+# Registry key -> (class, default parameters). Keys are what configs, the
+# leaderboard and fusion.parquet use.
+_FUSIONS: dict[str, tuple[type[BaseFusion], dict[str, Any]]] = {
+    "average": (AverageFusion, {}),
+    "weighted": (WeightedFusion, {}),
+    "selection": (SelectionFusion, {}),
+    "stacking": (StackingFusion, {}),
+    "stacking_nonneg": (StackingFusion, {"positive": True}),
+    "stacking_lgbm": (StackingFusion, {"meta": "lgbm", "passthrough": True}),
+    "neural": (NeuralFusion, {"use_features": True}),
+    "two_level": (TwoLevelFusion, {}),
 }
 
 
@@ -39,7 +49,10 @@ def available() -> list[str]:
 
 
 def make(key: str, **params: Any) -> BaseFusion:
-    """An unfitted fusion by key."""
+    """An unfitted fusion by key, with ``params`` over its defaults."""
     if key not in _FUSIONS:
-        raise UnknownLearnerError(f"unknown fusion {key!r}; valid: {', '.join(_FUSIONS)}")
-    return _FUSIONS[key](**params)
+        raise UnknownLearnerError(
+            f"unknown fusion {key!r}; valid: {', '.join(_FUSIONS)}"
+        )
+    cls, defaults = _FUSIONS[key]
+    return cls(**{**defaults, **params})

@@ -9,12 +9,14 @@ from sklearn.base import BaseEstimator
 
 from ..exceptions import FusionError, NotFittedError
 
-__all__ = ["BaseFusion", "check_preds"]
+__all__ = ["BaseFusion", "check_preds", "log_odds", "weighted_mean"]
 
 _EPS = 1e-6  # probability clip for log-odds: bounds them to about ±14
 
 
-def check_preds(oof_preds: Any, y: Any | None = None, *, min_members: int = 1) -> np.ndarray:
+def check_preds(
+    oof_preds: Any, y: Any | None = None, *, min_members: int = 1
+) -> np.ndarray:
     """Validate a prediction stack.
 
     Parameters
@@ -43,7 +45,9 @@ def check_preds(oof_preds: Any, y: Any | None = None, *, min_members: int = 1) -
             "member there is nothing to fuse: use the member itself"
         )
     if not np.all(np.isfinite(P)):
-        bad = np.argwhere(~np.isfinite(P).reshape(P.shape[0], P.shape[1], -1).all(axis=2))
+        bad = np.argwhere(
+            ~np.isfinite(P).reshape(P.shape[0], P.shape[1], -1).all(axis=2)
+        )
         raise FusionError(
             f"`oof_preds` contains NaN or infinite values (first at row {bad[0][0]}, "
             f"member {bad[0][1]}); fix or drop that member"
@@ -56,25 +60,45 @@ def check_preds(oof_preds: Any, y: Any | None = None, *, min_members: int = 1) -
     return P
 
 
-class BaseFusion(BaseEstimator):  # type: ignore[misc]
-    """Base of the fusion layer: ``fit(oof_preds, y)`` then ``predict``.
+def _check_X(X: Any, n: int) -> np.ndarray | None:
+    if X is None:
+        return None
+    A = np.asarray(X, dtype=np.float32)
+    if A.ndim != 2 or A.shape[0] != n:
+        raise FusionError(
+            f"`X` must have shape (n_samples, n_features) with {n} rows; got {A.shape}"
+        )
+    return A
+
+
+class BaseFusion(BaseEstimator):
+    """Base of the fusion layer: ``fit(oof_preds, y[, X])`` then ``predict``.
 
     A 3-D ``oof_preds`` means classification (probabilities per class), a 2-D
-    one regression. Subclasses implement ``_fit`` and ``_predict``; ``predict``
-    returns probabilities ``(n, n_classes)`` or values ``(n,)``.
+    one regression. ``X`` (raw features, float32 with NaN for missing) is used
+    only by fusions that look at features (``uses_features``). Subclasses
+    implement ``_fit`` and ``_predict``; ``predict`` returns probabilities
+    ``(n, n_classes)`` or values ``(n,)``.
     """
 
     min_members = 2
 
-    def fit(self, oof_preds: Any, y: Any) -> BaseFusion:
+    @property
+    def uses_features(self) -> bool:
+        """Whether ``fit`` / ``predict`` read the raw features ``X``."""
+        return False
+
+    def fit(self, oof_preds: Any, y: Any, X: Any | None = None) -> BaseFusion:
         """Fit on out-of-fold predictions of the members and the true targets."""
         P = check_preds(oof_preds, y, min_members=self.min_members)
         self.n_members_ = P.shape[1]
         self.n_classes_ = P.shape[2] if P.ndim == 3 else 0
-        self._fit(P, np.asarray(y))
+        Xc = _check_X(X, P.shape[0]) if self.uses_features else None
+        self.n_features_ = None if Xc is None else Xc.shape[1]
+        self._fit(P, np.asarray(y), Xc)
         return self
 
-    def predict(self, preds: Any) -> np.ndarray:
+    def predict(self, preds: Any, X: Any | None = None) -> np.ndarray:
         """Fused probabilities or values for a stack of member predictions."""
         if not hasattr(self, "n_members_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit first")
@@ -85,23 +109,31 @@ class BaseFusion(BaseEstimator):  # type: ignore[misc]
                 f"predictions must have shape (n, {', '.join(map(str, expected))}) as "
                 f"in fit; got {P.shape}"
             )
-        out = self._predict(P)
+        Xc = _check_X(X, P.shape[0]) if self.n_features_ is not None else None
+        if self.n_features_ is not None and (
+            Xc is None or Xc.shape[1] != self.n_features_
+        ):
+            raise FusionError(
+                f"{type(self).__name__} was fitted with {self.n_features_} raw "
+                "features; pass the same X columns to predict"
+            )
+        out = np.asarray(self._predict(P, Xc), dtype=np.float64)
         if self.n_classes_:
             out = np.clip(out, 0.0, 1.0)
             out = out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
         return out
 
-    def member_weights(self) -> list[tuple[int, float, str]]:
+    def member_weights(self) -> list[tuple[int | str, float, str]]:
         """``(member index, weight, output)`` rows for fusion.parquet."""
         w = getattr(self, "weights_", None)
         if w is None:
             return []
         return [(i, float(v), "") for i, v in enumerate(w)]
 
-    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, P: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> None:
         raise NotImplementedError
 
-    def _predict(self, P: np.ndarray) -> np.ndarray:
+    def _predict(self, P: np.ndarray, X: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
 

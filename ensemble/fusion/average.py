@@ -20,8 +20,8 @@ class AverageFusion(BaseFusion):
 
     min_members = 1
 
-    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, P: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> None:
         self.weights_ = np.full(P.shape[1], 1.0 / P.shape[1])
 
-    def _predict(self, P: np.ndarray) -> np.ndarray:
+    def _predict(self, P: np.ndarray, X: np.ndarray | None) -> np.ndarray:
         return weighted_mean(P, self.weights_)

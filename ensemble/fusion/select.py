@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.base import clone
@@ -29,8 +30,15 @@ class FusionScore:
     preds: np.ndarray
 
 
-def nested_cv(fusion: BaseFusion, oof_preds: np.ndarray, y: np.ndarray, folds: np.ndarray,
-              *, metric: str) -> FusionScore:
+def nested_cv(
+    fusion: BaseFusion,
+    oof_preds: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    *,
+    metric: str,
+    X: Any | None = None,
+) -> FusionScore:
     """Score a fusion on OOF rows it was not fitted on.
 
     For each fold ``k`` a clone is fitted on the OOF rows of the other folds and
@@ -49,12 +57,20 @@ def nested_cv(fusion: BaseFusion, oof_preds: np.ndarray, y: np.ndarray, folds: n
         Fold id of each OOF row.
     metric : str
         Metric name.
+    X : ndarray of shape (n, p), optional
+        Raw features, for fusions that use them.
+
+    Returns
+    -------
+    FusionScore
     """
     P = check_preds(oof_preds, y)
     out = np.zeros((P.shape[0],) + P.shape[2:])
     for k in np.unique(folds):
         test = folds == k
-        est = clone(fusion).fit(P[~test], y[~test])
-        out[test] = est.predict(P[test])
+        Xtr = None if X is None else X[~test]
+        Xte = None if X is None else X[test]
+        est = clone(fusion).fit(P[~test], y[~test], Xtr)
+        out[test] = est.predict(P[test], Xte)
     n_classes = P.shape[2] if P.ndim == 3 else 0
     return FusionScore(score(metric, y, out, n_classes), out)

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 
 import numpy as np
 
+from ..metrics import METRICS, score, to_loss
 from ._base import BaseFusion, weighted_mean
-
-_EPS = 1e-15
-
-
-def _default_loss(y: np.ndarray, f: np.ndarray) -> float:
-    if f.ndim == 2:
-        p = np.clip(f[np.arange(len(y)), y.astype(int)], _EPS, 1.0)
-        return float(-np.mean(np.log(p)))
-    return float(np.mean((f - y) ** 2))
 
 
 class SelectionFusion(BaseFusion):
@@ -26,8 +18,9 @@ class SelectionFusion(BaseFusion):
     n_iterations : int, default=25
         Selection rounds. 25 is AutoGluon's default; TabRepo found no gain past
         it, and fewer rounds keep the ensemble sparse and hard to overfit.
-    loss : callable, optional
-        ``loss(y, fused) -> float``, lower is better; log loss / MSE if None.
+    metric : str, optional
+        Metric that selection optimises (any name in ``ensemble.metrics``);
+        log loss (classification) or MSE (regression) when None.
     random_state : int, default=0
         Breaks ties between equally good members reproducibly.
 
@@ -41,15 +34,23 @@ class SelectionFusion(BaseFusion):
         Loss after each round.
     """
 
-    def __init__(self, n_iterations: int = 25,
-                 loss: Callable[[np.ndarray, np.ndarray], float] | None = None,
-                 random_state: int = 0) -> None:
+    def __init__(
+        self, n_iterations: int = 25, metric: str | None = None, random_state: int = 0
+    ) -> None:
         self.n_iterations = n_iterations
-        self.loss = loss
+        self.metric = metric
         self.random_state = random_state
 
-    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
-        loss = self.loss or _default_loss
+    def _loss(self, y: np.ndarray, fused: np.ndarray) -> float:
+        name = self.metric or ("log_loss" if fused.ndim == 2 else "mse")
+        if name not in METRICS:
+            raise ValueError(f"`metric` must be a metric name; got {name!r}")
+        k = fused.shape[1] if fused.ndim == 2 else 0
+        value = to_loss(name, score(name, y, fused, k))
+        return math.inf if math.isnan(value) else value
+
+    def _fit(self, P: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> None:
+        loss = self._loss
         rng = np.random.RandomState(self.random_state)
         m = P.shape[1]
         total = np.zeros_like(P[:, 0])
@@ -68,5 +69,5 @@ class SelectionFusion(BaseFusion):
         self.weights_ = self.counts_ / self.counts_.sum()
         self.trajectory_ = trajectory
 
-    def _predict(self, P: np.ndarray) -> np.ndarray:
+    def _predict(self, P: np.ndarray, X: np.ndarray | None) -> np.ndarray:
         return weighted_mean(P, self.weights_)

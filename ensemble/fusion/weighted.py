@@ -41,7 +41,7 @@ class WeightedFusion(BaseFusion):
             return float(-np.mean(np.log(p)))
         return float(np.mean((f - y) ** 2))
 
-    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, P: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> None:
         m = P.shape[1]
         if self.method == "score":
             losses = np.array([self._loss(P, y, np.eye(m)[i]) for i in range(m)])
@@ -49,13 +49,18 @@ class WeightedFusion(BaseFusion):
             self.weights_ = inv / inv.sum()
             return
         if self.method != "optimize":
-            raise ValueError(f"`method` must be 'optimize' or 'score'; got {self.method!r}")
+            raise ValueError(
+                f"`method` must be 'optimize' or 'score'; got {self.method!r}"
+            )
         scale = self._loss(P, y, np.full(m, 1.0 / m)) or 1.0
-        res = minimize(lambda z: self._loss(P, y, _softmax(z)) / scale, np.zeros(m),
-                       method="L-BFGS-B")
+        res = minimize(
+            lambda z: self._loss(P, y, _softmax(z)) / scale,
+            np.zeros(m),
+            method="L-BFGS-B",
+        )
         w = _softmax(res.x)
         w[w < 1e-4] = 0.0  # drop dust weights so the fusion reads clearly
         self.weights_ = w / w.sum()
 
-    def _predict(self, P: np.ndarray) -> np.ndarray:
+    def _predict(self, P: np.ndarray, X: np.ndarray | None) -> np.ndarray:
         return weighted_mean(P, self.weights_)

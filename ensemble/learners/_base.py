@@ -80,7 +80,9 @@ class Learner(ABC):
     default_params: ClassVar[dict[str, Any]] = {}
     _model_file: ClassVar[str] = "model.bin"
 
-    def __init__(self, params: dict[str, Any] | None = None, *, context: FitContext) -> None:
+    def __init__(
+        self, params: dict[str, Any] | None = None, *, context: FitContext
+    ) -> None:
         self.params = self.check_params(params or {})
         self.context = context
         self.model_: Any = None
@@ -132,8 +134,13 @@ class Learner(ABC):
         p = Path(path)
         meta = json.loads((p / "meta.json").read_text())
         ctx = meta["context"]
-        context = FitContext(**{**ctx, "cat_mask": tuple(ctx["cat_mask"]),
-                                "n_categories": tuple(ctx["n_categories"])})
+        context = FitContext(
+            **{
+                **ctx,
+                "cat_mask": tuple(ctx["cat_mask"]),
+                "n_categories": tuple(ctx["n_categories"]),
+            }
+        )
         cls = get(meta["key"])
         learner = cls(meta["params"], context=context)
         learner._load(p / cls._model_file)

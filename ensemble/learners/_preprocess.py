@@ -37,13 +37,17 @@ class OneHotScaler:
         Number of categories per column.
     """
 
-    def __init__(self, cat_mask: tuple[bool, ...], n_categories: tuple[int, ...]) -> None:
+    def __init__(
+        self, cat_mask: tuple[bool, ...], n_categories: tuple[int, ...]
+    ) -> None:
         self.cat_mask = np.asarray(cat_mask, dtype=bool)
         self.n_categories = np.asarray(n_categories or [0] * len(cat_mask), dtype=int)
 
     def fit(self, X: np.ndarray) -> OneHotScaler:
         """Learn medians, scales and which columns to one-hot."""
-        onehot = self.cat_mask & (self.n_categories <= MAX_ONEHOT) & (self.n_categories > 0)
+        onehot = (
+            self.cat_mask & (self.n_categories <= MAX_ONEHOT) & (self.n_categories > 0)
+        )
         self.onehot_ = np.flatnonzero(onehot)
         self.numeric_ = np.flatnonzero(~onehot)
         num = X[:, self.numeric_].astype(np.float64)
@@ -65,7 +69,9 @@ class OneHotScaler:
             med = np.nanmedian(num, axis=0) if num.size else np.zeros(0)
         self.median_ = np.where(np.isnan(med), 0.0, med)
         filled = np.where(np.isnan(num), self.median_, num)
-        self.mean_ = filled.mean(axis=0) if len(filled) else np.zeros(len(self.numeric_))
+        self.mean_ = (
+            filled.mean(axis=0) if len(filled) else np.zeros(len(self.numeric_))
+        )
         std = filled.std(axis=0) if len(filled) else np.ones(len(self.numeric_))
         self.scale_ = np.where(std > 0, std, 1.0)
         self.indicator_ = np.flatnonzero(np.isnan(num).any(axis=0))
@@ -80,9 +86,12 @@ class OneHotScaler:
     @property
     def n_outputs(self) -> int:
         """Width of the transformed matrix."""
-        return int(len(self.numeric_) + len(self.indicator_)
-                   + self.n_categories[self.onehot_].sum()
-                   + sum(len(levels) for _, levels in self.levels_))
+        return int(
+            len(self.numeric_)
+            + len(self.indicator_)
+            + self.n_categories[self.onehot_].sum()
+            + sum(len(levels) for _, levels in self.levels_)
+        )
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Return the float32 design matrix."""
@@ -90,8 +99,10 @@ class OneHotScaler:
         num = self._compress(raw)
         missing = np.isnan(num)
         filled = np.where(missing, self.median_, num)
-        parts = [((filled - self.mean_) / self.scale_).astype(np.float32),
-                 missing[:, self.indicator_].astype(np.float32)]
+        parts = [
+            ((filled - self.mean_) / self.scale_).astype(np.float32),
+            missing[:, self.indicator_].astype(np.float32),
+        ]
         for j in self.onehot_:
             k = int(self.n_categories[j])
             codes = X[:, j]

@@ -20,5 +20,7 @@ def inner_split(
         counts = np.bincount(np.asarray(y, dtype=int))
         if counts[counts > 0].min() >= 2:
             strat = y
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    tr, va = train_test_split(
+        idx, test_size=fraction, random_state=seed, stratify=strat
+    )
     return np.sort(tr), np.sort(va)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 
 from ._base import Learner, register
 from .linear import _full_proba
@@ -35,14 +38,19 @@ class HGBLearner(Learner):
         ctx = self.context
         n_cat = np.asarray(ctx.n_categories or [0] * len(ctx.cat_mask))
         cat = np.asarray(ctx.cat_mask, dtype=bool) & (n_cat <= _MAX_CAT_BINS)
-        cls = HistGradientBoostingClassifier if ctx.is_classification else HistGradientBoostingRegressor
+        cls = (
+            HistGradientBoostingClassifier
+            if ctx.is_classification
+            else HistGradientBoostingRegressor
+        )
         params = dict(self.params)
         refit = bool(params.pop("refit"))
         self.model_ = cls(
             **params,
             categorical_features=cat if cat.any() else None,
             early_stopping=True,
-            validation_fraction=0.1,  # inner split of the training fold, never the OOF fold
+            # an inner split of the training fold, never the OOF fold
+            validation_fraction=0.1,
             n_iter_no_change=20,
             random_state=ctx.seed,
         )

@@ -52,15 +52,24 @@ class LightGBMLearner(Learner):
         if ctx.task == "binary":
             params.update(objective="binary", metric="binary_logloss")
         elif ctx.task == "multiclass":
-            params.update(objective="multiclass", num_class=ctx.n_classes, metric="multi_logloss")
+            params.update(
+                objective="multiclass", num_class=ctx.n_classes, metric="multi_logloss"
+            )
         else:
             params.update(objective="regression", metric="l2")
         cats = [int(i) for i in np.flatnonzero(ctx.cat_mask)]
-        tr, va = inner_split(y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed)
-        dtrain = lgb.Dataset(X[tr], y[tr], categorical_feature=cats or "auto", free_raw_data=True)
+        tr, va = inner_split(
+            y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed
+        )
+        dtrain = lgb.Dataset(
+            X[tr], y[tr], categorical_feature=cats or "auto", free_raw_data=True
+        )
         dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
         model = lgb.train(
-            params, dtrain, num_boost_round=max_rounds, valid_sets=[dvalid],
+            params,
+            dtrain,
+            num_boost_round=max_rounds,
+            valid_sets=[dvalid],
             callbacks=[lgb.early_stopping(patience, verbose=False)],
         )
         if refit:
@@ -71,7 +80,9 @@ class LightGBMLearner(Learner):
         self.model_ = model
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model_.predict(X, num_iteration=self.model_.best_iteration))
+        return np.asarray(
+            self.model_.predict(X, num_iteration=self.model_.best_iteration)
+        )
 
     def _save(self, path: Path) -> None:
         self.model_.save_model(str(path), num_iteration=self.model_.best_iteration)

@@ -28,7 +28,9 @@ class LinearLearner(Learner):
         self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)
         Z = self.pre_.transform(X)
         if ctx.is_classification:
-            model: Any = LogisticRegression(C=self.params["C"], max_iter=self.params["max_iter"])
+            model: Any = LogisticRegression(
+                C=self.params["C"], max_iter=self.params["max_iter"]
+            )
         else:
             model = Ridge(alpha=self.params["alpha"])
         model.fit(Z, y)

@@ -36,8 +36,13 @@ class XGBoostLearner(Learner):
         import xgboost as xgb
 
         types = ["c" if c else "q" for c in self.context.cat_mask]
-        return xgb.DMatrix(X, label=y, feature_types=types, enable_categorical=True,
-                           nthread=self.context.n_threads)
+        return xgb.DMatrix(
+            X,
+            label=y,
+            feature_types=types,
+            enable_categorical=True,
+            nthread=self.context.n_threads,
+        )
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         import xgboost as xgb
@@ -59,19 +64,31 @@ class XGBoostLearner(Learner):
         if ctx.task == "binary":
             params.update(objective="binary:logistic", eval_metric="logloss")
         elif ctx.task == "multiclass":
-            params.update(objective="multi:softprob", num_class=ctx.n_classes, eval_metric="mlogloss")
+            params.update(
+                objective="multi:softprob",
+                num_class=ctx.n_classes,
+                eval_metric="mlogloss",
+            )
         else:
             params.update(objective="reg:squarederror", eval_metric="rmse")
-        tr, va = inner_split(y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed)
+        tr, va = inner_split(
+            y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed
+        )
         dtrain, dvalid = self._dmatrix(X[tr], y[tr]), self._dmatrix(X[va], y[va])
-        model = xgb.train(params, dtrain, num_boost_round=max_rounds,
-                          evals=[(dvalid, "valid")],
-                          early_stopping_rounds=patience, verbose_eval=False)
+        model = xgb.train(
+            params,
+            dtrain,
+            num_boost_round=max_rounds,
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=patience,
+            verbose_eval=False,
+        )
         rounds = model.best_iteration + 1
         if refit:
             rounds = max(1, round(rounds * 1.1))
-            model = xgb.train(params, self._dmatrix(X, y), num_boost_round=rounds,
-                              verbose_eval=False)
+            model = xgb.train(
+                params, self._dmatrix(X, y), num_boost_round=rounds, verbose_eval=False
+            )
         # Keep only the rounds that predict uses (drops the early-stopped tail).
         self.model_ = model[:rounds]
 

@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ensemble.cli import app
+from ensemble.config import DEFAULT_FUSIONS
 from tests.conftest import make_table
 
 runner = CliRunner()
@@ -20,22 +21,38 @@ def data_file(tmp_path):
 @pytest.mark.ray
 def test_fit_from_flags(ray_session, data_file, tmp_path):
     out = tmp_path / "runs"
-    res = runner.invoke(app, ["fit", "--data", str(data_file), "--target", "target",
-                              "--out", str(out), "--learners", "linear,lgbm", "--folds", "3",
-                              "--run-id", "r1"])
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "--data",
+            str(data_file),
+            "--target",
+            "target",
+            "--out",
+            str(out),
+            "--learners",
+            "linear,lgbm",
+            "--folds",
+            "3",
+            "--run-id",
+            "r1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "linear" in res.output and "fold 2" in res.output
     assert "leaderboard" in res.output and "run directory:" in res.output
     board = pd.read_parquet(out / "r1" / "leaderboard.parquet")
-    assert set(board.model) == {"linear", "lgbm", "average", "weighted", "selection",
-                                "stacking"}
+    assert set(board.model) == {"linear", "lgbm", *DEFAULT_FUSIONS}
 
 
 @pytest.mark.ray
 def test_fit_from_yaml_with_flag_override(ray_session, data_file, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {data_file}\ntarget: target\nlearners: [linear, hgb]\n"
-                   f"n_folds: 4\nout: {tmp_path / 'runs'}\nfusions: [average]\n")
+    cfg.write_text(
+        f"data: {data_file}\ntarget: target\nlearners: [linear, hgb]\n"
+        f"n_folds: 4\nout: {tmp_path / 'runs'}\nfusions: [average]\n"
+    )
     res = runner.invoke(app, ["fit", str(cfg), "--folds", "3", "--run-id", "y", "-q"])
     assert res.exit_code == 0, res.output
     assert "fold" not in res.output  # quiet: no per-fit lines
@@ -53,7 +70,11 @@ def test_fit_from_yaml_with_flag_override(ray_session, data_file, tmp_path):
     ],
 )
 def test_bad_input_one_line_exit_2(data_file, tmp_path, args, message):
-    base = {"--data": str(data_file), "--target": "target", "--out": str(tmp_path / "o")}
+    base = {
+        "--data": str(data_file),
+        "--target": "target",
+        "--out": str(tmp_path / "o"),
+    }
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]
     flat = [x for kv in base.items() for x in kv]
@@ -73,6 +94,8 @@ def test_unknown_config_key(tmp_path):
 
 
 def test_missing_data_file(tmp_path):
-    res = runner.invoke(app, ["fit", "--data", str(tmp_path / "no.csv"), "--target", "y"])
+    res = runner.invoke(
+        app, ["fit", "--data", str(tmp_path / "no.csv"), "--target", "y"]
+    )
     assert res.exit_code == 2
     assert "does not exist; check the --data path" in res.output

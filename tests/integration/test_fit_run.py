@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ensemble.artifacts import REQUIRED_COLUMNS, RunDirectory
-from ensemble.config import RunConfig
+from ensemble.config import DEFAULT_FUSIONS, RunConfig
 from ensemble.exceptions import BaseLearnerFailed, DataError
 from ensemble.learners import Learner
 from ensemble.metrics import metrics_for_task
@@ -18,15 +18,28 @@ from tests.conftest import make_table
 
 pytestmark = pytest.mark.ray
 
-FAST = {"rf": {"n_estimators": 30}, "et": {"n_estimators": 30}, "hgb": {"max_iter": 60},
-        "lgbm": {"max_rounds": 200}, "xgb": {"max_rounds": 200}, "mlp": {"max_epochs": 8}}
+FAST = {
+    "rf": {"n_estimators": 30},
+    "et": {"n_estimators": 30},
+    "hgb": {"max_iter": 60},
+    "lgbm": {"max_rounds": 200},
+    "xgb": {"max_rounds": 200},
+    "mlp": {"max_epochs": 8},
+}
 
 
 def _config(tmp_path, frame, **kw):
     path = tmp_path / "data.parquet"
     frame.to_parquet(path)
-    base = dict(data=str(path), target="target", out=str(tmp_path / "runs"), n_folds=3,
-                learners=("linear", "lgbm", "rf"), learner_params=FAST, seed=0)
+    base = {
+        "data": str(path),
+        "target": "target",
+        "out": str(tmp_path / "runs"),
+        "n_folds": 3,
+        "learners": ("linear", "lgbm", "rf"),
+        "learner_params": FAST,
+        "seed": 0,
+    }
     base.update(kw)
     return RunConfig(**base)
 
@@ -42,9 +55,22 @@ def test_run_directory_contract(binary_run):
     config, result = binary_run
     run = result.run_dir
     manifest = json.loads((run.path / "manifest.json").read_text())
-    for key in ("run_id", "status", "task", "target", "classes", "n_rows", "n_features",
-                "data_sha256", "config", "seed", "versions", "started_at",
-                "finished_at", "best"):
+    for key in (
+        "run_id",
+        "status",
+        "task",
+        "target",
+        "classes",
+        "n_rows",
+        "n_features",
+        "data_sha256",
+        "config",
+        "seed",
+        "versions",
+        "started_at",
+        "finished_at",
+        "best",
+    ):
         assert key in manifest, key
     assert manifest["status"] == "complete"
     assert manifest["task"] == "binary" and manifest["classes"] == ["no", "yes"]
@@ -56,7 +82,9 @@ def test_run_directory_contract(binary_run):
         assert set(cols) <= set(frame.columns), name
     oof = pd.read_parquet(run.path / "oof")
     assert {"pred_no", "pred_yes"} <= set(oof.columns)
-    assert not any(p.name.startswith(("oof.tmp", "manifest.json.tmp")) for p in run.path.iterdir())
+    assert not any(
+        p.name.startswith(("oof.tmp", "manifest.json.tmp")) for p in run.path.iterdir()
+    )
 
 
 def test_oof_covers_every_training_row_once_per_member(binary_run):
@@ -88,7 +116,9 @@ def test_saved_fold_models_reproduce_oof_and_holdout(binary_run, tmp_path):
         model = Learner.load(run.model_dir(member, k))
         rows = np.flatnonzero(d.fold == k)
         expect = oof[(oof.member == member) & (oof.fold == k)].sort_values("row_id")
-        np.testing.assert_allclose(model.predict(d.X[rows])[:, 1], expect.pred_yes, rtol=1e-6)
+        np.testing.assert_allclose(
+            model.predict(d.X[rows])[:, 1], expect.pred_yes, rtol=1e-6
+        )
         hold_preds.append(model.predict(d.X[d.fold == -1]))
     mine = hold[hold.model == member].sort_values("row_id")
     np.testing.assert_allclose(np.mean(hold_preds, 0)[:, 1], mine.pred_yes, rtol=1e-6)
@@ -100,8 +130,7 @@ def test_leaderboard_rows_and_best(binary_run):
     board = pd.read_parquet(result.run_dir.path / "leaderboard.parquet")
     members = set(result.manifest["members"])
     assert set(board[board.kind == "member"].model) == members
-    assert set(board[board.kind == "fusion"].model) == {"average", "weighted", "selection",
-                                                        "stacking"}
+    assert set(board[board.kind == "fusion"].model) == set(DEFAULT_FUSIONS)
     assert set(metrics_for_task("binary")) <= set(board.columns)
     assert (board.metric == "roc_auc").all()
     best = board.loc[board.oof_score.idxmax(), "model"]  # chosen by OOF, not holdout
@@ -124,7 +153,11 @@ def test_fits_run_in_parallel_on_two_actors(binary_run):
     overlaps = 0
     for i in range(len(fits)):
         for j in range(i + 1, len(fits)):
-            if fits.worker[i] != fits.worker[j] and start[i] < end[j] and start[j] < end[i]:
+            if (
+                fits.worker[i] != fits.worker[j]
+                and start[i] < end[j]
+                and start[j] < end[i]
+            ):
                 overlaps += 1
     assert overlaps > 0
     assert (fits.n_train > 0).all() and (fits.gpu == False).all()  # noqa: E712
@@ -140,11 +173,13 @@ def test_same_seed_same_oof_and_scores(binary_run, tmp_path):
     pd.testing.assert_frame_equal(result.leaderboard[cols], again.leaderboard[cols])
 
 
-@pytest.mark.parametrize(("task", "metric"), [("multiclass", "log_loss"),
-                                              ("regression", "rmse")])
+@pytest.mark.parametrize(
+    ("task", "metric"), [("multiclass", "log_loss"), ("regression", "rmse")]
+)
 def test_multiclass_and_regression(ray_session, tmp_path, task, metric):
-    config = _config(tmp_path, make_table(500, task=task),
-                     learners=("linear", "lgbm", "xgb"))
+    config = _config(
+        tmp_path, make_table(500, task=task), learners=("linear", "lgbm", "xgb")
+    )
     result = fit_run(config)
     board = result.leaderboard
     assert (board.metric == metric).all()
@@ -178,7 +213,9 @@ def test_all_members_failing_marks_the_run_failed(ray_session, tmp_path):
 
 def test_bad_data_writes_nothing(ray_session, tmp_path):
     config = _config(tmp_path, make_table(100), target="missing_col")
-    with pytest.raises(DataError, match="target column 'missing_col' is not in the table"):
+    with pytest.raises(
+        DataError, match="target column 'missing_col' is not in the table"
+    ):
         fit_run(config)
     assert not (tmp_path / "runs").exists()
 
@@ -189,13 +226,21 @@ def _processes():
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                cmd = (
+                    (entry / "cmdline")
+                    .read_bytes()
+                    .replace(b"\0", b" ")
+                    .decode()
+                    .strip()
+                )
             except OSError:
                 continue
             yield int(entry.name), cmd
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find worker pids")
+@pytest.mark.skipif(
+    not os.path.isdir("/proc"), reason="needs /proc to find worker pids"
+)
 def test_killed_actor_is_restarted_and_run_matches(ray_session, tmp_path):
     """Fault drill: SIGKILL a worker mid-fit; its fit is retried on a new process."""
     frame = make_table(3000)
@@ -219,6 +264,8 @@ def test_killed_actor_is_restarted_and_run_matches(ray_session, tmp_path):
     assert result.manifest["status"] == "complete"
     fits = pd.read_parquet(result.run_dir.path / "fits.parquet")
     assert len(fits) == 6
-    a = pd.read_parquet(undisturbed.run_dir.path / "oof").sort_values(["member", "row_id"])
+    a = pd.read_parquet(undisturbed.run_dir.path / "oof").sort_values(
+        ["member", "row_id"]
+    )
     b = pd.read_parquet(result.run_dir.path / "oof").sort_values(["member", "row_id"])
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))

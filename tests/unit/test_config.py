@@ -34,13 +34,17 @@ def test_all_problems_reported_at_once():
 
 
 def test_unknown_key_with_hint():
-    with pytest.raises(ConfigError, match=r"unknown config key 'n_fold' \(did you mean 'n_folds'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'n_fold' \(did you mean 'n_folds'\?\)"
+    ):
         RunConfig.from_dict({"n_fold": 3})
 
 
 def test_yaml_then_flags_precedence(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("data: a.csv\ntarget: y\nn_folds: 3\nlearners: [lgbm, linear]\nseed: 4\n")
+    p.write_text(
+        "data: a.csv\ntarget: y\nn_folds: 3\nlearners: [lgbm, linear]\nseed: 4\n"
+    )
     c = resolve(p, {"seed": 9, "target": None})
     assert (c.data, c.target, c.n_folds, c.seed) == ("a.csv", "y", 3, 9)
     assert c.learners == ("lgbm", "linear")

@@ -41,12 +41,20 @@ def test_load_formats_roundtrip(tmp_path, fmt):
     loaded, sha = load_table(str(path))
     assert list(loaded.columns) == list(frame.columns)
     assert len(loaded) == 50 and len(sha) == 64
-    pd.testing.assert_series_equal(loaded["x2"], frame["x2"], check_dtype=False, atol=1e-9)
+    pd.testing.assert_series_equal(
+        loaded["x2"], frame["x2"], check_dtype=False, atol=1e-9
+    )
 
 
-@pytest.mark.parametrize(("name", "n", "task"), [
-    ("breast_cancer", 569, "binary"), ("digits", 1797, "multiclass"),
-    ("wine", 178, "multiclass"), ("diabetes", 442, "regression")])
+@pytest.mark.parametrize(
+    ("name", "n", "task"),
+    [
+        ("breast_cancer", 569, "binary"),
+        ("digits", 1797, "multiclass"),
+        ("wine", 178, "multiclass"),
+        ("diabetes", 442, "regression"),
+    ],
+)
 def test_sklearn_datasets(name, n, task):
     frame, _ = load_table(f"sklearn:{name}")
     assert len(frame) == n and "target" in frame
@@ -91,15 +99,31 @@ def _frame_with(**changes):
 @pytest.mark.parametrize(
     ("frame", "kwargs", "match"),
     [
-        (make_table(50), {"target": "nope"}, "target column 'nope' is not in the table"),
+        (
+            make_table(50),
+            {"target": "nope"},
+            "target column 'nope' is not in the table",
+        ),
         (make_table(50), {"target": "targt"}, "did you mean 'target'"),
         (make_table(0), {}, "the table has no rows"),
-        (_frame_with(target=[None] * 3 + ["a", "b"] * 58 + ["a"]), {}, "has 3 missing values"),
+        (
+            _frame_with(target=[None] * 3 + ["a", "b"] * 58 + ["a"]),
+            {},
+            "has 3 missing values",
+        ),
         (_frame_with(target="x"), {}, "has a single class"),
         (make_table(8), {"n_folds": 5}, "too few for 5 folds"),
         (_frame_with(target=["a"] * 117 + ["b"] * 3), {}, "class 'b' has 3 rows"),
-        (_frame_with(target=["a", "b", "c"] * 40), {"task": "binary"}, "task is binary but"),
-        (make_table(60), {"task": "regression"}, "is not numeric but task is regression"),
+        (
+            _frame_with(target=["a", "b", "c"] * 40),
+            {"task": "binary"},
+            "task is binary but",
+        ),
+        (
+            make_table(60),
+            {"task": "regression"},
+            "is not numeric but task is regression",
+        ),
         (_frame_with(x1=1, x2=np.nan, colour="z"), {}, "no usable feature columns"),
     ],
 )
@@ -131,8 +155,11 @@ def test_missing_and_corrupt_files(tmp_path):
 
 
 def test_shared_datasets_infer_the_right_tasks():
-    cases = {"adult.tsv.gz": ("target", "binary"), "letter.tsv.gz": ("target", "multiclass"),
-             "california_housing.tsv.gz": ("target", "regression")}
+    cases = {
+        "adult.tsv.gz": ("target", "binary"),
+        "letter.tsv.gz": ("target", "multiclass"),
+        "california_housing.tsv.gz": ("target", "regression"),
+    }
     for name, (target, task) in cases.items():
         frame, _ = load_table(str(shared_dataset(name)))
         assert infer_task(frame[target]) == task

@@ -43,11 +43,11 @@ def test_same_seed_same_folds_other_seed_other_folds():
 
 def test_bank_marketing_time_ordered_needs_shuffled_folds():
     """bank_marketing is time-ordered: our folds must give a sane AUC there."""
+    from sklearn.compose import make_column_transformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from sklearn.compose import make_column_transformer
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     frame = pd.read_csv(shared_dataset("bank_marketing.csv"))
     y = (frame.pop("y") == "yes").to_numpy(int)
@@ -61,8 +61,9 @@ def test_bank_marketing_time_ordered_needs_shuffled_folds():
     oof = np.zeros(len(y))
     for k in range(5):
         model = make_pipeline(
-            make_column_transformer((OneHotEncoder(handle_unknown="ignore"), cats),
-                                    (StandardScaler(), nums)),
+            make_column_transformer(
+                (OneHotEncoder(handle_unknown="ignore"), cats), (StandardScaler(), nums)
+            ),
             LogisticRegression(max_iter=300),
         )
         tr, va = (fold >= 0) & (fold != k), fold == k

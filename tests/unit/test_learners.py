@@ -1,15 +1,20 @@
 """Contract test run over every registered learner."""
 
-import numpy as np
 import pickle
+
+import numpy as np
 import pytest
 
 from ensemble.exceptions import ConfigError, NotFittedError, UnknownLearnerError
 from ensemble.learners import FitContext, Learner, available, get
 
 # Small budgets keep the contract fast; the defaults are exercised end to end.
-FAST = {"rf": {"n_estimators": 20}, "et": {"n_estimators": 20},
-        "mlp": {"max_epochs": 5}, "hgb": {"max_iter": 50}}
+FAST = {
+    "rf": {"n_estimators": 20},
+    "et": {"n_estimators": 20},
+    "mlp": {"max_epochs": 5},
+    "hgb": {"max_iter": 50},
+}
 
 
 def _data(task, n=240, seed=0):
@@ -25,8 +30,13 @@ def _data(task, n=240, seed=0):
     else:
         y = 3 * signal + rng.normal(scale=0.1, size=n)
     k = {"binary": 2, "multiclass": 4, "regression": 0}[task]
-    ctx = FitContext(task=task, n_classes=k, cat_mask=(False, False, False, True),
-                     n_categories=(0, 0, 0, 3), seed=0)
+    ctx = FitContext(
+        task=task,
+        n_classes=k,
+        cat_mask=(False, False, False, True),
+        n_categories=(0, 0, 0, 3),
+        seed=0,
+    )
     return X, y, ctx
 
 
@@ -37,7 +47,9 @@ def key(request):
 
 def test_registry_has_every_family():
     assert set(available()) >= {"linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp"}
-    with pytest.raises(UnknownLearnerError, match="unknown learner 'nope'; valid: linear"):
+    with pytest.raises(
+        UnknownLearnerError, match="unknown learner 'nope'; valid: linear"
+    ):
         get("nope")
 
 
@@ -70,9 +82,13 @@ def test_save_load_roundtrip_and_pickle(key, tmp_path):
     model.save(tmp_path / "m")
     loaded = Learner.load(tmp_path / "m")
     assert type(loaded) is type(model)
-    np.testing.assert_allclose(loaded.predict(X[200:]), model.predict(X[200:]), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(X[200:]), model.predict(X[200:]), rtol=1e-6
+    )
     again = pickle.loads(pickle.dumps(model))
-    np.testing.assert_allclose(again.predict(X[200:]), model.predict(X[200:]), rtol=1e-6)
+    np.testing.assert_allclose(
+        again.predict(X[200:]), model.predict(X[200:]), rtol=1e-6
+    )
 
 
 def test_read_only_input_is_not_mutated(key):
@@ -94,7 +110,9 @@ def test_class_missing_from_training_fold_still_gives_full_width(key):
 
 def test_unknown_param_is_a_config_error(key):
     _, _, ctx = _data("binary")
-    with pytest.raises(ConfigError, match=f"unknown parameter\\(s\\) \\['bogus'\\] for learner '{key}'"):
+    with pytest.raises(
+        ConfigError, match=f"unknown parameter\\(s\\) \\['bogus'\\] for learner '{key}'"
+    ):
         get(key)({"bogus": 1}, context=ctx)
 
 
@@ -109,4 +127,7 @@ def test_resources_are_declared(key):
     assert cls.num_cpus >= 1
     assert isinstance(cls.uses_gpu, bool)
     assert cls.expected_cost(1000, 10) > 0
-    assert {k for k, c in ((k, get(k)) for k in available()) if c.uses_gpu} == {"mlp", "xgb"}
+    assert {k for k, c in ((k, get(k)) for k in available()) if c.uses_gpu} == {
+        "mlp",
+        "xgb",
+    }

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from ensemble.metrics import METRICS, default_metric, metrics_for_task, score, score_all, to_loss
+from ensemble.metrics import (
+    METRICS,
+    default_metric,
+    metrics_for_task,
+    score,
+    score_all,
+    to_loss,
+)
 
 
 def _proba(labels, k, conf=0.8):
@@ -21,7 +28,9 @@ def test_binary_metrics_match_sklearn():
     P = np.column_stack([1 - p1, p1])
     lab = P.argmax(1)
     assert score("roc_auc", y, P, 2) == pytest.approx(skm.roc_auc_score(y, p1))
-    assert score("log_loss", y, P, 2) == pytest.approx(skm.log_loss(y, np.clip(P, 1e-15, 1)))
+    assert score("log_loss", y, P, 2) == pytest.approx(
+        skm.log_loss(y, np.clip(P, 1e-15, 1))
+    )
     assert score("accuracy", y, P, 2) == pytest.approx(skm.accuracy_score(y, lab))
     assert score("f1", y, P, 2) == pytest.approx(skm.f1_score(y, lab))
     assert score("precision", y, P, 2) == pytest.approx(skm.precision_score(y, lab))
@@ -34,8 +43,11 @@ def test_multiclass_macro_metrics_match_sklearn():
     P = rng.dirichlet(np.ones(4), 300) + np.eye(4)[y] * 0.5
     P /= P.sum(1, keepdims=True)
     assert score("roc_auc", y, P, 4) == pytest.approx(
-        skm.roc_auc_score(y, P, multi_class="ovr", average="macro"))
-    assert score("f1", y, P, 4) == pytest.approx(skm.f1_score(y, P.argmax(1), average="macro"))
+        skm.roc_auc_score(y, P, multi_class="ovr", average="macro")
+    )
+    assert score("f1", y, P, 4) == pytest.approx(
+        skm.f1_score(y, P.argmax(1), average="macro")
+    )
 
 
 def test_class_missing_from_fold_neither_crashes_nor_warns():
@@ -75,7 +87,13 @@ def test_regression_metrics():
 
 def test_registry_and_directions():
     assert set(metrics_for_task("binary")) == {
-        "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+    }
     assert set(metrics_for_task("regression")) == {"mse", "rmse", "mae", "r2"}
     assert default_metric("binary") == "roc_auc"
     assert default_metric("multiclass") == "log_loss"
