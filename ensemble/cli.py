@@ -79,6 +79,22 @@ def fit(
     time_limit: Annotated[
         float | None, typer.Option(help="Budget of the run in seconds.")
     ] = None,
+    tune: Annotated[
+        bool | None,
+        typer.Option(
+            "--tune/--no-tune",
+            help="Search hyperparameters (default: when --time-limit or --n-trials).",
+        ),
+    ] = None,
+    n_trials: Annotated[
+        int | None, typer.Option(help="Tune trials per learner family.")
+    ] = None,
+    top_n: Annotated[
+        int | None, typer.Option(help="Tuned configs per family kept as members.")
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="Tune search: optuna or random.")
+    ] = None,
     metric: Annotated[str | None, typer.Option(help="Ranking metric.")] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
@@ -121,6 +137,10 @@ def fit(
                 "holdout": holdout,
                 "seed": seed,
                 "time_limit": time_limit,
+                "tune": tune,
+                "n_trials": n_trials,
+                "top_n": top_n,
+                "search": search,
                 "metric": metric,
                 "address": address,
                 "run_id": run_id,
@@ -149,10 +169,18 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
                 f"worker {r.worker}{'  gpu' if r.gpu else ''}"
             )
 
+    last: dict[str, int] = {}
+
+    def on_trial(learner: str, done: int, best: float) -> None:
+        # One compact line per family, refreshed every few trials.
+        if level >= 1 and (done - last.get(learner, 0) >= 5 or done == 1):
+            last[learner] = done
+            console.print(f"tune {learner:<8} trials {done:>4}  best cv {best:.4f}")
+
     data = load_and_prepare(config)  # bad input fails fast, before Ray starts
     started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
     try:
-        result = fit_run(config, data=data, on_fit=on_fit)
+        result = fit_run(config, data=data, on_fit=on_fit, on_trial=on_trial)
     finally:
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)

@@ -60,7 +60,18 @@ class RunConfig:
     seed : int, default=0
         Seed for the holdout split, the folds and every learner.
     time_limit : float or None, default=None
-        Wall-clock budget of the whole run in seconds.
+        Wall-clock budget of the whole run in seconds: about 45% goes to
+        tuning, the rest to fitting the members and the fusions.
+    tune : bool or None, default=None
+        Search hyperparameters with Ray Tune; None tunes when ``time_limit`` or
+        ``n_trials`` is set.
+    n_trials : int or None, default=None
+        Tune trials per learner family (None: as many as the budget allows).
+    top_n : int, default=2
+        Best configurations per family that become members: a second config
+        adds diversity for fusion at the cost of one more set of fold fits.
+    search : {"optuna", "random"}, default="optuna"
+        Tune search algorithm (Optuna TPE, seeded, or random search).
     metric : str or None, default=None
         Metric that ranks models; defaults to ``roc_auc`` (binary), ``log_loss``
         (multiclass) or ``rmse`` (regression).
@@ -89,6 +100,10 @@ class RunConfig:
     holdout: float = 0.2  # ~10k rows of a 50k table: AUC known to about ±0.003
     seed: int = 0
     time_limit: float | None = None
+    tune: bool | None = None
+    n_trials: int | None = None
+    top_n: int = 2
+    search: str = "optuna"
     metric: str | None = None
     learner_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     cpus_per_fit: int = 1
@@ -122,6 +137,14 @@ class RunConfig:
             not isinstance(self.time_limit, (int, float)) or self.time_limit <= 0
         ):
             p.append(f"`time_limit` must be > 0 seconds; got {self.time_limit!r}")
+        if self.n_trials is not None and (
+            not isinstance(self.n_trials, int) or self.n_trials < 1
+        ):
+            p.append(f"`n_trials` must be an integer >= 1; got {self.n_trials!r}")
+        if not isinstance(self.top_n, int) or self.top_n < 1:
+            p.append(f"`top_n` must be an integer >= 1; got {self.top_n!r}")
+        if self.search not in ("optuna", "random"):
+            p.append(f"`search` must be 'optuna' or 'random'; got {self.search!r}")
         if self.task not in TASKS:
             p.append(f"`task` must be one of {', '.join(TASKS)}; got {self.task!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -187,6 +210,13 @@ class RunConfig:
             d[name] = list(d[name])
         d["learner_params"] = {k: dict(v) for k, v in self.learner_params.items()}
         return d
+
+    @property
+    def tuning(self) -> bool:
+        """Whether this run searches hyperparameters."""
+        if self.tune is not None:
+            return bool(self.tune)
+        return self.time_limit is not None or self.n_trials is not None
 
     def replace(self, **changes: Any) -> RunConfig:
         """Return a copy with some fields changed (validated again)."""

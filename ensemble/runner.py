@@ -82,6 +82,7 @@ def fit_run(
     *,
     data: PreparedData | None = None,
     on_fit: Callable[[Any, int, int], None] | None = None,
+    on_trial: Callable[[str, int, float], None] | None = None,
 ) -> RunResult:
     """Run the whole pipeline and write a complete run directory.
 
@@ -95,6 +96,9 @@ def fit_run(
     data : PreparedData, optional
         The table already loaded by :func:`load_and_prepare` (callers validate
         input before connecting to Ray); loaded from ``config`` when None.
+    on_trial : callable, optional
+        Progress hook called as each Tune trial finishes:
+        ``(learner, n_done, best_cv_score)``.
     on_fit : callable, optional
         Progress hook called as each (member, fold) fit finishes.
 
@@ -103,7 +107,7 @@ def fit_run(
     RunResult
     """
     t0 = time.monotonic()
-    deadline = t0 + config.time_limit if config.time_limit else None
+    budget = _Budget(t0, config.time_limit)
     if data is None:
         data = load_and_prepare(config)
     for key in config.learners:  # parameter errors before anything is written
@@ -132,7 +136,7 @@ def fit_run(
         schema=data.schema.to_dict(),
     )
     try:
-        result = _run_stages(config, data, run, metric, deadline, on_fit)
+        result = _run_stages(config, data, run, metric, budget, on_fit, on_trial)
     except BaseException as exc:
         run.write_manifest(
             status="failed",
@@ -149,16 +153,18 @@ def _run_stages(
     data: PreparedData,
     run: RunDirectory,
     metric: str,
-    deadline: float | None,
+    budget: _Budget,
     on_fit: Callable[[Any, int, int], None] | None,
+    on_trial: Callable[[str, int, float], None] | None,
 ) -> RunResult:
     from . import train  # Ray is imported only here, at run time
 
     run.write_table(
         "folds.parquet", pd.DataFrame({"row_id": data.row_id, "fold": data.fold})
     )
+    members_specs = _member_specs(config, data, run, metric, budget, on_trial)
     t_fit = time.monotonic()
-    outcome = _fit_members(config, data, run, deadline, on_fit)
+    outcome = _fit_members(config, data, run, members_specs, budget.fit_end, on_fit)
     fit_wall = time.monotonic() - t_fit
     cols = pred_columns(data.classes)
 
@@ -170,7 +176,7 @@ def _run_stages(
     run.commit_dir(tmp, "oof")
     oof = train.dataset_to_pandas(ds)
 
-    members = [m for m in config.learners if m in set(oof["member"])]
+    members = [s.name for s in members_specs if s.name in set(oof["member"])]
     train_rows = data.row_id[data.fold >= 0]
     hold_rows = data.row_id[data.fold == -1]
     y_train, y_hold = data.y[train_rows], data.y[hold_rows]
@@ -201,6 +207,7 @@ def _run_stages(
             H,
             data.X[hold_rows],
             metric=metric,
+            deadline=budget.fusion_end,
         )
         if specs
         else []
@@ -259,35 +266,104 @@ def _run_stages(
     return RunResult(run, board, best, manifest)
 
 
-def _fit_members(
+@dataclass(frozen=True)
+class _Budget:
+    """Deadlines (``time.monotonic()``) of each stage under ``--time-limit``."""
+
+    start: float
+    limit: float | None
+
+    def _at(self, fraction: float) -> float | None:
+        return None if self.limit is None else self.start + fraction * self.limit
+
+    @property
+    def tune_s(self) -> float | None:
+        # Tuning gets 45%: member fits (top-N per family x folds) and fusion
+        # scoring need most of the rest on a small cluster.
+        return None if self.limit is None else 0.45 * self.limit
+
+    @property
+    def fit_end(self) -> float | None:
+        return self._at(0.80)  # no new (member, fold) fit starts after this
+
+    @property
+    def fusion_end(self) -> float | None:
+        return self._at(0.96)  # leaves time to write the run directory
+
+
+def _member_specs(
     config: RunConfig,
     data: PreparedData,
     run: RunDirectory,
-    deadline: float | None,
-    on_fit: Callable[[Any, int, int], None] | None,
-) -> Any:
-    """Fit every (member, fold) on Ray actors; raise if no member survived."""
-    from . import train
+    metric: str,
+    budget: _Budget,
+    on_trial: Callable[[str, int, float], None] | None,
+) -> list[Any]:
+    """Members: tuned configurations, or each learner's defaults (plus overrides)."""
+    from .tune import MemberSpec, _empty_trials, tune_learners
 
-    ctx = FitContext(
+    if not config.tuning:
+        run.write_table("trials.parquet", _empty_trials())
+        return [
+            MemberSpec(
+                k, k, get(k).check_params(dict(config.learner_params.get(k, {})))
+            )
+            for k in config.learners
+        ]
+    train_rows = data.fold >= 0
+    outcome = tune_learners(
+        config.learners,
+        data.X[train_rows],  # the holdout rows never reach a trial
+        data.y[train_rows],
+        data.fold[train_rows],
+        _context(config, data),
+        metric=metric,
+        storage=run.path / "tune",
+        time_budget_s=budget.tune_s,
+        n_trials=config.n_trials,
+        top_n=config.top_n,
+        search=config.search,
+        seed=config.seed,
+        fixed_params={k: dict(v) for k, v in config.learner_params.items()},
+        on_trial=on_trial,
+    )
+    run.write_table("trials.parquet", outcome.trials)
+    return outcome.members
+
+
+def _context(config: RunConfig, data: PreparedData) -> FitContext:
+    return FitContext(
         task=data.task,
         n_classes=data.n_classes,
         cat_mask=tuple(bool(b) for b in data.schema.cat_mask),
         n_categories=tuple(data.schema.n_categories),
         seed=config.seed,
     )
+
+
+def _fit_members(
+    config: RunConfig,
+    data: PreparedData,
+    run: RunDirectory,
+    specs: list[Any],
+    deadline: float | None,
+    on_fit: Callable[[Any, int, int], None] | None,
+) -> Any:
+    """Fit every (member, fold) on Ray actors; raise if no member survived."""
+    from . import train
+
+    ctx = _context(config, data)
     n_train = int((data.fold >= 0).sum())
     tasks = []
-    for key in config.learners:
-        cls = get(key)
-        params = cls.check_params(dict(config.learner_params.get(key, {})))
+    for spec in specs:
+        cls = get(spec.learner)
         cost = cls.expected_cost(n_train, data.X.shape[1])
         for k in range(config.n_folds):
             tasks.append(
                 train.FitTask(
-                    member=key,
-                    learner=key,
-                    params=params,
+                    member=spec.name,
+                    learner=spec.learner,
+                    params=spec.params,
                     fold=k,
                     cost=cost,
                     uses_gpu=cls.uses_gpu,

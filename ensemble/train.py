@@ -392,6 +392,7 @@ def fuse_all(
     X_hold: np.ndarray,
     *,
     metric: str,
+    deadline: float | None = None,
 ) -> list[FusionOutcome]:
     """Score, refit and apply every fusion, one Ray task per fusion.
 
@@ -407,7 +408,15 @@ def fuse_all(
     }
     out: dict[str, FusionOutcome] = {}
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+        if not done:  # out of time: keep the fusions that finished
+            logger.warning(
+                "time limit: fusions %s not finished", sorted(pending.values())
+            )
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            break
         key = pending.pop(done[0])
         try:
             out[key] = ray.get(done[0])

@@ -78,6 +78,10 @@ class Learner(ABC):
     #: Rough cost per (row × feature), for longest-first dispatch.
     relative_cost: ClassVar[float] = 1.0
     default_params: ClassVar[dict[str, Any]] = {}
+    #: Hyperparameter search space (see ``ensemble.learners._space``).
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    #: Parameters set during tuning trials only (speed; refit is uniform gain).
+    tuning_overrides: ClassVar[dict[str, Any]] = {}
     _model_file: ClassVar[str] = "model.bin"
 
     def __init__(

@@ -34,6 +34,15 @@ class HGBLearner(Learner):
         "refit": True,
     }
 
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "learning_rate": ("loguniform", 0.02, 0.2),
+        "max_leaf_nodes": ("int_log", 8, 128),
+        "min_samples_leaf": ("int_log", 5, 100),
+        "l2_regularization": ("loguniform", 1e-3, 10.0),
+        "max_features": ("uniform", 0.5, 1.0),
+    }
+    tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
         n_cat = np.asarray(ctx.n_categories or [0] * len(ctx.cat_mask))

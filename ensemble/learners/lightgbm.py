@@ -32,6 +32,16 @@ class LightGBMLearner(Learner):
         "refit": True,
     }
 
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "num_leaves": ("int_log", 8, 256),
+        "learning_rate": ("loguniform", 0.01, 0.2),
+        "min_child_samples": ("int_log", 5, 100),
+        "feature_fraction": ("uniform", 0.4, 1.0),
+        "bagging_fraction": ("uniform", 0.6, 1.0),
+        "lambda_l2": ("loguniform", 1e-3, 10.0),
+    }
+    tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         import lightgbm as lgb
 

@@ -23,6 +23,11 @@ class LinearLearner(Learner):
         "max_iter": 500,  # lbfgs converges well inside this on scaled inputs
     }
 
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "C": ("loguniform", 1e-3, 1e2),
+        "alpha": ("loguniform", 1e-3, 1e2),
+    }
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
         self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)

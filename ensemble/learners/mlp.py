@@ -38,6 +38,14 @@ class MLPLearner(Learner):
         "patience": 6,  # epochs without validation improvement
     }
 
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "width": ("choice", [64, 128, 256, 512]),
+        "depth": ("int", 1, 3),
+        "dropout": ("uniform", 0.0, 0.4),
+        "weight_decay": ("loguniform", 1e-6, 1e-2),
+        "lr": ("loguniform", 3e-4, 1e-2),
+    }
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         torch = _torch()
         ctx = self.context

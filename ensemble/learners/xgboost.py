@@ -32,6 +32,16 @@ class XGBoostLearner(Learner):
         "refit": True,
     }
 
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "max_depth": ("int", 3, 10),
+        "eta": ("loguniform", 0.01, 0.2),
+        "subsample": ("uniform", 0.5, 1.0),
+        "colsample_bytree": ("uniform", 0.4, 1.0),
+        "min_child_weight": ("loguniform", 0.5, 20.0),
+        "lambda": ("loguniform", 1e-2, 10.0),
+    }
+    tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
+
     def _dmatrix(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
         import xgboost as xgb
 
