@@ -37,7 +37,7 @@ def test_sampled_configs_fit_a_tiny_dataset(key, task):
         n_categories=(0, 0, 0),
     )
     cls = get(key)
-    for draw in range(3):
+    for _ in range(3):
         params = {
             **sample(cls.search_space, rng),
             **cls.tuning_overrides,
