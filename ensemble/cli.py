@@ -160,27 +160,34 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
     from .runner import fit_run, load_and_prepare
 
     level = config.verbose
+    tuned: dict[str, tuple[int, float]] = {}  # family -> (trials done, best CV)
+
+    def flush_tuning(upto: str | None = None) -> None:
+        # One compact line per family, printed once its search has ended.
+        for learner, (n, best) in list(tuned.items()):
+            if learner != upto:
+                console.print(f"tuned {learner:<8} {n:>5} trials  best cv {best:.4f}")
+                del tuned[learner]
+
+    def on_trial(learner: str, done: int, best: float) -> None:
+        if level >= 1:
+            flush_tuning(upto=learner)
+            tuned[learner] = (done, best)
 
     def on_fit(r: Any, done: int, total: int) -> None:
         if level >= 1:
+            flush_tuning()
             console.print(
                 f"[{done:>3}/{total}] {r.member:<10} fold {r.fold}  "
                 f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
                 f"worker {r.worker}{'  gpu' if r.gpu else ''}"
             )
 
-    last: dict[str, int] = {}
-
-    def on_trial(learner: str, done: int, best: float) -> None:
-        # One compact line per family, refreshed every few trials.
-        if level >= 1 and (done - last.get(learner, 0) >= 5 or done == 1):
-            last[learner] = done
-            console.print(f"tune {learner:<8} trials {done:>4}  best cv {best:.4f}")
-
     data = load_and_prepare(config)  # bad input fails fast, before Ray starts
     started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
     try:
         result = fit_run(config, data=data, on_fit=on_fit, on_trial=on_trial)
+        flush_tuning()
     finally:
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)

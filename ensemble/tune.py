@@ -193,6 +193,11 @@ def tune_learners(
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
+    if search == "optuna":
+        import optuna
+
+        # "A new study created in memory" per family is noise, not progress.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     if np.any(fold < 0):
         raise ValueError("tune_learners takes training rows only (fold >= 0)")
     n_folds = int(fold.max()) + 1
