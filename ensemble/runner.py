@@ -367,6 +367,10 @@ def _fit_members(
                     fold=k,
                     cost=cost,
                     uses_gpu=cls.uses_gpu,
+                    # Under a deadline: every family's best config first, cheapest
+                    # family first, so the limit drops second-best and slow
+                    # members, never the cheap strong ones (boosters).
+                    priority=spec.rank + cost / 1e18 if deadline is not None else 0,
                 )
             )
     shared = train.put_data(data.X, data.y, data.fold)

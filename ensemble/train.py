@@ -51,6 +51,9 @@ class FitTask:
     fold: int
     cost: float
     uses_gpu: bool
+    # Lower first. Without a deadline every task has priority 0 and the
+    # longest fit goes first (shortest makespan).
+    priority: float = 0.0
 
 
 @dataclass
@@ -238,7 +241,7 @@ def fit_all(
         "fitting %d tasks on %d CPU and %d GPU actors", len(tasks), n_cpu, n_gpu
     )
 
-    pending = sorted(tasks, key=lambda t: -t.cost)
+    pending = sorted(tasks, key=lambda t: (t.priority, -t.cost))
     free = list(actors)
     running: dict[Any, tuple[tuple[Any, bool], FitTask]] = {}
     results: list[FitResult] = []
