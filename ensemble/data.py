@@ -225,9 +225,8 @@ class FeatureSchema:
                 )
             else:
                 # Vectorised lookup: unseen categories get code -1, then NaN.
-                codes = pd.Categorical(
-                    s.astype("string"), categories=self.categories[col]
-                ).codes.astype(np.float64)
+                vocab = pd.Index(self.categories[col])
+                codes = vocab.get_indexer(s.astype("string")).astype(np.float64)
                 codes[codes < 0] = np.nan
                 out[:, j] = codes
         return out
