@@ -1,6 +1,8 @@
-"""Inner validation split of a training fold, for early stopping."""
+"""Inner validation split of a training fold, and the early-stopping budget."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -24,3 +26,19 @@ def inner_split(
         idx, test_size=fraction, random_state=seed, stratify=strat
     )
     return np.sort(tr), np.sort(va)
+
+
+def pop_rounds(params: dict[str, Any]) -> tuple[dict[str, Any], int, int, bool]:
+    """Split booster params into (library params, max rounds, patience, refit)."""
+    p = dict(params)
+    return (
+        p,
+        int(p.pop("max_rounds")),
+        int(p.pop("early_stopping_rounds")),
+        bool(p.pop("refit")),
+    )
+
+
+def refit_rounds(best_rounds: int) -> int:
+    """Rounds for the refit on the whole fold: 10% more rows, 10% more rounds."""
+    return max(1, round(best_rounds * 1.1))

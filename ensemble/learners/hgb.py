@@ -11,6 +11,7 @@ from sklearn.ensemble import (
 )
 
 from ._base import Learner, register
+from ._split import refit_rounds
 from .linear import _full_proba
 
 # HGB bins categoricals into at most 255 bins; codes of wider columns stay numeric.
@@ -65,7 +66,7 @@ class HGBLearner(Learner):
         )
         self.model_.fit(X, y)
         if refit:
-            rounds = max(1, round(self.model_.n_iter_ * 1.1))
+            rounds = refit_rounds(self.model_.n_iter_)
             self.model_.set_params(max_iter=rounds, early_stopping=False)
             self.model_.fit(X, y)
 

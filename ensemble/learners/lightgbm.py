@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import Learner, register
-from ._split import inner_split
+from ._split import inner_split, pop_rounds, refit_rounds
 
 
 @register
@@ -46,10 +46,7 @@ class LightGBMLearner(Learner):
         import lightgbm as lgb
 
         ctx = self.context
-        p = dict(self.params)
-        max_rounds = p.pop("max_rounds")
-        patience = p.pop("early_stopping_rounds")
-        refit = bool(p.pop("refit"))
+        p, max_rounds, patience, refit = pop_rounds(self.params)
         params: dict[str, Any] = {
             **p,
             "num_threads": ctx.n_threads,
@@ -83,7 +80,7 @@ class LightGBMLearner(Learner):
             callbacks=[lgb.early_stopping(patience, verbose=False)],
         )
         if refit:
-            rounds = max(1, round(model.best_iteration * 1.1))
+            rounds = refit_rounds(model.best_iteration)
             full = lgb.Dataset(X, y, categorical_feature=cats or "auto")
             model = lgb.train(params, full, num_boost_round=rounds)
             model.best_iteration = rounds

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import Learner, register
-from ._split import inner_split
+from ._split import inner_split, pop_rounds, refit_rounds
 
 
 @register
@@ -58,10 +58,7 @@ class XGBoostLearner(Learner):
         import xgboost as xgb
 
         ctx = self.context
-        p = dict(self.params)
-        max_rounds = p.pop("max_rounds")
-        patience = p.pop("early_stopping_rounds")
-        refit = bool(p.pop("refit"))
+        p, max_rounds, patience, refit = pop_rounds(self.params)
         params: dict[str, Any] = {
             **p,
             "tree_method": "hist",
@@ -95,7 +92,7 @@ class XGBoostLearner(Learner):
         )
         rounds = model.best_iteration + 1
         if refit:
-            rounds = max(1, round(rounds * 1.1))
+            rounds = refit_rounds(rounds)
             model = xgb.train(
                 params, self._dmatrix(X, y), num_boost_round=rounds, verbose_eval=False
             )
