@@ -98,7 +98,7 @@ def test_oof_covers_every_training_row_once_per_member(binary_run):
         assert sorted(part.row_id) == sorted(train.row_id), member
         merged = part.merge(folds, on="row_id", suffixes=("", "_f"))
         assert (merged.fold == merged.fold_f).all()
-    np.testing.assert_allclose(oof[["pred_no", "pred_yes"]].sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(oof[["pred_no", "pred_yes"]].sum(axis=1), 1.0, atol=1e-6)
 
 
 def test_saved_fold_models_reproduce_oof_and_holdout(binary_run, tmp_path):
