@@ -199,6 +199,51 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
     )
 
 
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A complete run directory.")],
+    data: Annotated[str, typer.Option(help="Parquet or CSV/TSV with the features.")],
+    out: Annotated[Path, typer.Option(help="Output Parquet file.")],
+    model: Annotated[
+        str | None, typer.Option(help="Member or fusion (default: the run's best).")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Input column copied to the output.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 8192,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
+) -> None:
+    """Predict new rows with a fitted run (streamed through Ray Data)."""
+    from . import runtime
+    from .model import load
+    from .predict import predict_file
+
+    level = 0 if quiet else 1 + verbose
+    _setup_logging(level)
+    try:
+        load(run_dir, model, load_models=False)  # fails before Ray starts
+        started = runtime.connect(address, verbose=level)
+        try:
+            n = predict_file(
+                run_dir,
+                data,
+                out,
+                model=model,
+                id_column=id_column,
+                batch_size=batch_size,
+            )
+        finally:
+            runtime.shutdown(started)
+    except EnsembleError as exc:
+        _fail(exc, level)
+    if level >= 1:
+        console.print(f"predicted {n} rows -> {out}")
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4f}"

@@ -1,0 +1,146 @@
+"""A fitted ensemble loaded from a complete run directory (no Ray).
+
+``load(run_dir)`` returns a :class:`FittedEnsemble` that predicts new rows with
+the run's chosen model (or any member / fusion by name): fold models of each
+member are averaged, then the fusion combines the members.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import RunDirectory
+from .data import FeatureSchema
+from .exceptions import DataError, RunStateError
+from .learners import Learner
+
+__all__ = ["FittedEnsemble", "load"]
+
+
+class FittedEnsemble:
+    """Predicts with one model of a complete run.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A complete run directory.
+    model : str, optional
+        A member or fusion name; the manifest's ``best`` when None.
+    load_models : bool, default=True
+        False reads only the manifest (enough for :meth:`check_frame`).
+
+    Attributes
+    ----------
+    model : str
+    task : str
+    classes : list
+    schema : FeatureSchema
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        model: str | None = None,
+        *,
+        load_models: bool = True,
+    ) -> None:
+        self.run = RunDirectory(run_dir)
+        manifest = self.run.require_complete()
+        self.task: str = manifest["task"]
+        self.classes: list[Any] = list(manifest["classes"] or [])
+        self.target: str = manifest["target"]
+        self.schema = FeatureSchema.from_dict(manifest["schema"])
+        self.members: list[str] = list(manifest["members"])
+        fusions: list[str] = list(manifest.get("fusions") or [])
+        self.model: str = model or manifest["best"]
+        if self.model not in self.members and self.model not in fusions:
+            raise RunStateError(
+                f"model {self.model!r} is not in run {self.run.run_id!r}; choose "
+                f"one of {', '.join(self.members + fusions)}"
+            )
+        self.fusion_: Any = None
+        self.fold_models_: dict[str, list[Learner]] = {}
+        if not load_models:
+            return
+        needed = [self.model]
+        if self.model in fusions:
+            import joblib
+
+            blob = joblib.load(
+                self.run.path / "models" / "fusion" / f"{self.model}.joblib"
+            )
+            self.fusion_ = blob["fusion"]
+            needed = list(blob["members"])
+        self.member_names_ = needed
+        for m in needed:
+            dirs = sorted((self.run.path / "models" / m).glob("fold*"))
+            if not dirs:
+                raise RunStateError(
+                    f"run {self.run.run_id!r} has no fold models of {m!r}"
+                )
+            self.fold_models_[m] = [Learner.load(d) for d in dirs]
+
+    def check_frame(self, frame: pd.DataFrame) -> None:
+        """Raise a one-line DataError when ``frame`` does not match training."""
+        missing = [c for c in self.schema.columns if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"columns missing for prediction: {missing[:10]}; the model was "
+                "trained on them: add them (values may be empty)"
+            )
+        for col, kind in zip(self.schema.columns, self.schema.kinds, strict=True):
+            s = frame[col]
+            if kind == "numeric" and not (
+                pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+            ):
+                # via object: a NaN in an Arrow-backed column is not "NA"
+                num = pd.to_numeric(s.astype(object), errors="coerce")
+                bad = num.isna() & s.notna()
+                if bad.any():
+                    raise DataError(
+                        f"column {col!r} was numeric in training but holds text here "
+                        f"(e.g. {s[bad].iloc[0]!r}); fix its type"
+                    )
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probabilities ``(n, n_classes)`` (classification) or values ``(n,)``."""
+        if not self.fold_models_:
+            raise RunStateError("models were not loaded (load_models=False)")
+        self.check_frame(frame)
+        X = self.schema.transform(frame)
+        preds = [
+            np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
+            for m in self.member_names_
+        ]
+        if self.fusion_ is None:
+            return np.asarray(preds[0])
+        P = np.stack(preds, axis=1)
+        return np.asarray(
+            self.fusion_.predict(P, X if self.fusion_.uses_features else None)
+        )
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``pred_<class>`` columns plus ``label`` (classification), or ``pred``."""
+        out = self.predict_proba(frame)
+        if not self.classes:
+            return pd.DataFrame({"pred": out})
+        result = pd.DataFrame(out, columns=[f"pred_{c}" for c in self.classes])
+        result["label"] = np.asarray(self.classes, dtype=object)[out.argmax(axis=1)]
+        return result
+
+
+def load(
+    run_dir: str | os.PathLike[str],
+    model: str | None = None,
+    *,
+    load_models: bool = True,
+) -> FittedEnsemble:
+    """Load the fitted ensemble of a complete run (see :class:`FittedEnsemble`)."""
+    if not Path(run_dir).exists():
+        raise RunStateError(f"run directory {str(run_dir)!r} does not exist")
+    return FittedEnsemble(run_dir, model, load_models=load_models)

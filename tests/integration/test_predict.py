@@ -1,0 +1,115 @@
+"""Batch prediction through Ray Data, and loading a fitted run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ensemble.artifacts import RunDirectory
+from ensemble.cli import app
+from ensemble.config import RunConfig
+from ensemble.exceptions import DataError, RunStateError
+from ensemble.model import load
+from ensemble.predict import predict_file
+from ensemble.runner import fit_run
+from tests.conftest import make_table
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def fitted(ray_session, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pred")
+    path = tmp / "train.parquet"
+    make_table(500).to_parquet(path)
+    cfg = RunConfig(
+        data=str(path),
+        target="target",
+        out=str(tmp / "runs"),
+        n_folds=3,
+        learners=("linear", "lgbm"),
+        fusions=("average", "stacking_lgbm"),
+        learner_params={"lgbm": {"max_rounds": 100}},
+        run_id="r",
+    )
+    return fit_run(cfg)
+
+
+def test_predict_file_matches_in_process_predictions_and_keeps_order(fitted, tmp_path):
+    new = make_table(3000, seed=7).drop(columns=["target"])
+    new.loc[5, "colour"] = "purple"  # unseen category: handled, not an error
+    new["extra"] = 1  # extra columns are ignored
+    src = tmp_path / "new.parquet"
+    new.to_parquet(src)
+    out = tmp_path / "pred.parquet"
+    n = predict_file(fitted.run_dir.path, str(src), out, batch_size=500)
+    assert n == 3000
+    pred = pd.read_parquet(out)
+    assert list(pred.row_id) == list(range(3000))
+    expect = load(fitted.run_dir.path).predict_frame(new)
+    np.testing.assert_allclose(pred.pred_yes, expect.pred_yes, rtol=1e-9)
+    assert (pred.label == expect.label).all()
+    assert set(pred.label) <= {"no", "yes"}
+
+
+def test_predictions_of_holdout_rows_equal_holdout_parquet(fitted, tmp_path):
+    run = fitted.run_dir
+    manifest = run.read_manifest()
+    frame = pd.read_parquet(manifest["config"]["data"])
+    for model in ("linear", "stacking_lgbm"):
+        hold = run.read_table("holdout.parquet")
+        hold = hold[hold.model == model].sort_values("row_id")
+        got = load(run.path, model).predict_frame(frame.iloc[hold.row_id])
+        np.testing.assert_allclose(got.pred_yes, hold.pred_yes, rtol=1e-9)
+
+
+def test_id_column_csv_and_cli(fitted, tmp_path):
+    new = make_table(200, seed=3).drop(columns=["target"])
+    new.insert(0, "customer", [f"c{i}" for i in range(200)])
+    src = tmp_path / "new.csv"
+    new.to_csv(src, index=False)
+    out = tmp_path / "p.parquet"
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(fitted.run_dir.path),
+            "--data",
+            str(src),
+            "--out",
+            str(out),
+            "--id-column",
+            "customer",
+            "--model",
+            "linear",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "predicted 200 rows" in res.output
+    pred = pd.read_parquet(out)
+    assert list(pred.customer) == list(new.customer)
+    assert "row_id" not in pred.columns
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda f: f.drop(columns=["x2"]), r"columns missing for prediction: \['x2'\]"),
+        (lambda f: f.assign(x1=["a"] * len(f)), "column 'x1' was numeric in training"),
+    ],
+)
+def test_bad_prediction_input(fitted, tmp_path, change, match):
+    src = tmp_path / "bad.parquet"
+    change(make_table(50).drop(columns=["target"])).to_parquet(src)
+    with pytest.raises(DataError, match=match):
+        predict_file(fitted.run_dir.path, str(src), tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_incomplete_run_and_unknown_model(fitted, tmp_path):
+    with pytest.raises(RunStateError, match="model 'nope' is not in run"):
+        load(fitted.run_dir.path, "nope")
+    broken = RunDirectory.create(tmp_path, "half")
+    broken.write_manifest(run_id="half", status="running")
+    with pytest.raises(RunStateError, match="run 'half' is running, not complete"):
+        load(broken.path)
