@@ -26,6 +26,7 @@ import pandas as pd
 import ray
 from ray import tune
 
+from .artifacts import REQUIRED_COLUMNS
 from .learners import FitContext, get
 from .metrics import score, to_loss
 
@@ -309,17 +310,7 @@ def tune_learners(
 
 def _empty_trials() -> pd.DataFrame:
     return pd.DataFrame(
-        columns=[
-            "learner",
-            "trial_id",
-            "params",
-            "cv_score",
-            "metric",
-            "time_s",
-            "status",
-            "folds",
-            "member",
-        ]
+        columns=[*REQUIRED_COLUMNS["trials.parquet"], "folds", "member"]
     )
 
 
