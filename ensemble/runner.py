@@ -326,6 +326,7 @@ def _member_specs(
         seed=config.seed,
         fixed_params={k: dict(v) for k, v in config.learner_params.items()},
         on_trial=on_trial,
+        verbose=config.verbose,
     )
     run.write_table("trials.parquet", outcome.trials)
     return outcome.members

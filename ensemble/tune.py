@@ -161,6 +161,7 @@ def tune_learners(
     seed: int = 0,
     fixed_params: dict[str, dict[str, Any]] | None = None,
     on_trial: Callable[[str, int, float], None] | None = None,
+    verbose: int = 1,
 ) -> TuneOutcome:
     """Tune each learner family and pick its best ``top_n`` configurations.
 
@@ -190,6 +191,8 @@ def tune_learners(
         Per-learner parameters that are not searched (user overrides).
     on_trial : callable, optional
         Progress hook ``(learner, n_done, best_cv_score)``.
+    verbose : int, default=1
+        At 2 and above Tune prints its own trial table as well.
 
     Returns
     -------
@@ -279,7 +282,7 @@ def tune_learners(
             run_config=tune.RunConfig(
                 name=key,
                 storage_path=str(Path(storage).absolute()),
-                verbose=0,
+                verbose=1 if verbose >= 2 else 0,
                 callbacks=[_Progress(key, metric, on_trial)],
             ),
         )
