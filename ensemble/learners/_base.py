@@ -167,6 +167,22 @@ class Learner(ABC):
         self.model_ = joblib.load(path)
 
 
+def sklearn_predict(model: Any, Z: np.ndarray, context: FitContext) -> np.ndarray:
+    """Full-width probabilities (or values) from a fitted sklearn estimator.
+
+    A class missing from a training fold has no column in ``predict_proba``;
+    it gets a column of zeros so every fold's output has ``n_classes`` columns.
+    """
+    if not context.is_classification:
+        return np.asarray(model.predict(Z))
+    proba = model.predict_proba(Z)
+    if proba.shape[1] == context.n_classes:
+        return np.asarray(proba)
+    out = np.zeros((len(proba), context.n_classes))
+    out[:, np.asarray(model.classes_, dtype=int)] = proba
+    return out
+
+
 def _writable(X: np.ndarray) -> np.ndarray:
     """float32 array that libraries may write to.
 
@@ -191,9 +207,14 @@ def register(cls: type[Learner]) -> type[Learner]:
     return cls
 
 
+# Listing order (simple to complex), independent of module import order.
+_ORDER = ("linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp")
+
+
 def available() -> list[str]:
-    """Registered learner keys."""
-    return list(_REGISTRY)
+    """Registered learner keys, in the design's order (others after)."""
+    rank = {k: i for i, k in enumerate(_ORDER)}
+    return sorted(_REGISTRY, key=lambda k: (rank.get(k, len(_ORDER)), k))
 
 
 def get(key: str) -> type[Learner]:
@@ -202,5 +223,5 @@ def get(key: str) -> type[Learner]:
         return _REGISTRY[key]
     except KeyError:
         raise UnknownLearnerError(
-            f"unknown learner {key!r}; valid: {', '.join(_REGISTRY)}"
+            f"unknown learner {key!r}; valid: {', '.join(available())}"
         ) from None

@@ -12,8 +12,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
-from ._base import Learner, register
-from .linear import _full_proba
+from ._base import Learner, register, sklearn_predict
 
 
 class _ForestLearner(Learner):
@@ -46,10 +45,7 @@ class _ForestLearner(Learner):
         return {k for k, v in self.params.items() if v != self.default_params.get(k)}
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        if self.context.is_classification:
-            proba = self.model_.predict_proba(X)
-            return _full_proba(proba, self.model_.classes_, self.context.n_classes)
-        return self.model_.predict(X)
+        return sklearn_predict(self.model_, X, self.context)
 
 
 @register

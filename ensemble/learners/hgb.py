@@ -10,9 +10,8 @@ from sklearn.ensemble import (
     HistGradientBoostingRegressor,
 )
 
-from ._base import Learner, register
+from ._base import Learner, register, sklearn_predict
 from ._split import refit_rounds
-from .linear import _full_proba
 
 # HGB bins categoricals into at most 255 bins; codes of wider columns stay numeric.
 _MAX_CAT_BINS = 255
@@ -71,7 +70,4 @@ class HGBLearner(Learner):
             self.model_.fit(X, y)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        if self.context.is_classification:
-            proba = self.model_.predict_proba(X)
-            return _full_proba(proba, self.model_.classes_, self.context.n_classes)
-        return self.model_.predict(X)
+        return sklearn_predict(self.model_, X, self.context)

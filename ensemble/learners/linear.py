@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from ._base import Learner, register
+from ._base import Learner, register, sklearn_predict
 from ._preprocess import OneHotScaler
 
 
@@ -42,11 +42,7 @@ class LinearLearner(Learner):
         self.model_ = model
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        Z = self.pre_.transform(X)
-        if self.context.is_classification:
-            proba = self.model_.predict_proba(Z)
-            return _full_proba(proba, self.model_.classes_, self.context.n_classes)
-        return self.model_.predict(Z)
+        return sklearn_predict(self.model_, self.pre_.transform(X), self.context)
 
     def _save(self, path: Any) -> None:
         import joblib
@@ -57,12 +53,3 @@ class LinearLearner(Learner):
         import joblib
 
         self.pre_, self.model_ = joblib.load(path)
-
-
-def _full_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarray:
-    """Place the columns of classes seen in training into a full-width matrix."""
-    if proba.shape[1] == n_classes:
-        return proba
-    out = np.zeros((len(proba), n_classes))
-    out[:, np.asarray(seen, dtype=int)] = proba
-    return out
