@@ -8,8 +8,10 @@ place, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pickle
 import platform
 import shutil
 import tempfile
@@ -214,3 +216,86 @@ class RunDirectory:
     def model_dir(self, member: str, fold: int) -> Path:
         """Where the fold model of ``member`` lives."""
         return self.path / "models" / member / f"fold{fold}"
+
+    # -- resume ----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDirectory:
+        """An existing run directory (for ``--resume``)."""
+        run = cls(path)
+        run.read_manifest()  # a clear error when it is not a run directory
+        return run
+
+    def lock(self) -> _RunLock:
+        """An exclusive lock held by the process working on the run.
+
+        The OS drops it when the process dies (even on SIGKILL), so a stale
+        lock never blocks ``--resume``.
+        """
+        return _RunLock(self.path / ".lock", self.run_id)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Finished work of an unfinished run (removed once it is complete)."""
+        return self.path / "checkpoints"
+
+    def save_checkpoint(self, name: str, obj: Any) -> None:
+        """Pickle ``obj`` atomically under ``checkpoints/``."""
+        target = self.checkpoint_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(target)
+        with open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    def load_checkpoints(self, prefix: str) -> list[Any]:
+        """Every checkpoint whose name starts with ``prefix``, by name."""
+        root = self.checkpoint_dir
+        if not root.is_dir():
+            return []
+        out = []
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_file() and rel.startswith(prefix) and ".tmp-" not in p.name:
+                with open(p, "rb") as fh:
+                    out.append(pickle.load(fh))
+        return out
+
+    def clear_checkpoints(self) -> None:
+        """Drop the checkpoints of a run that has completed."""
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
+
+class _RunLock:
+    """``fcntl.flock`` on ``<run>/.lock``; the file holds the owner's pid."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._fh: Any = None
+
+    def __enter__(self) -> _RunLock:
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "?"
+            fh.close()
+            raise RunStateError(
+                f"run {self.run_id!r} is in use by another process (pid {owner}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None

@@ -105,6 +105,17 @@ def fit(
     num_cpus: Annotated[
         int | None, typer.Option(help="CPUs of a new local Ray.")
     ] = None,
+    object_store_memory: Annotated[
+        str | None,
+        typer.Option(help="Object store of a new local Ray, e.g. 2GB or 512MB."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue an interrupted run directory: finished trials and fits "
+            "are kept. Its own config is used."
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only the final summary.")
     ] = False,
@@ -120,34 +131,46 @@ def fit(
 ) -> None:
     """Fit base learners on Ray, fuse them, and write a run directory."""
     from .config import resolve
+    from .runner import resume_config
 
     level = 0 if quiet else 1 + verbose
     _setup_logging(level)
     try:
-        config = resolve(
-            config_file,
-            {
-                "data": data,
-                "target": target,
-                "out": out,
-                "task": task,
-                "learners": learners,
-                "fusions": fusions,
-                "n_folds": folds,
-                "holdout": holdout,
-                "seed": seed,
-                "time_limit": time_limit,
-                "tune": tune,
-                "n_trials": n_trials,
-                "top_n": top_n,
-                "search": search,
-                "metric": metric,
-                "address": address,
-                "run_id": run_id,
-            },
-        )
+        store = _parse_bytes(object_store_memory) if object_store_memory else None
+        if resume is not None and config_file is not None:
+            raise _usage("--resume takes the run's own config; drop CONFIG.yaml")
+        overrides = {
+            "data": data,
+            "target": target,
+            "out": out,
+            "task": task,
+            "learners": learners,
+            "fusions": fusions,
+            "n_folds": folds,
+            "holdout": holdout,
+            "seed": seed,
+            "time_limit": time_limit,
+            "tune": tune,
+            "n_trials": n_trials,
+            "top_n": top_n,
+            "search": search,
+            "metric": metric,
+            "address": address,
+            "run_id": run_id,
+        }
+        if resume is not None:
+            config = resume_config(resume, overrides)
+            if _already_complete(resume):
+                return
+        else:
+            config = resolve(config_file, overrides)
         config = config.replace(verbose=level)
-        _fit(config, num_cpus=num_cpus)
+        _fit(
+            config,
+            num_cpus=num_cpus,
+            object_store_memory=store,
+            resume=resume is not None,
+        )
     except EnsembleError as exc:
         _fail(exc, level)
     except KeyboardInterrupt:
@@ -155,7 +178,50 @@ def fit(
         raise typer.Exit(130) from None
 
 
-def _fit(config: Any, *, num_cpus: int | None) -> None:
+def _usage(message: str) -> EnsembleError:
+    from .exceptions import ConfigError
+
+    return ConfigError(message)
+
+
+def _parse_bytes(text: str) -> int:
+    """``2GB``, ``512MB``, ``1.5GiB`` or a plain number of bytes."""
+    units = {"": 1, "B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    t = text.strip().upper().replace("IB", "B")
+    num = t.rstrip("KMGTB")
+    unit = t[len(num) :].rstrip("B")
+    try:
+        value = float(num) * units[unit]
+    except (ValueError, KeyError):
+        raise _usage(
+            f"--object-store-memory {text!r} is not a size; use e.g. 2GB or 512MB"
+        ) from None
+    if value < 80e6:
+        raise _usage(
+            f"--object-store-memory {text!r} is below Ray's minimum of 80MB; give more"
+        )
+    return int(value)
+
+
+def _already_complete(run_dir: Path) -> bool:
+    from .artifacts import RunDirectory
+
+    manifest = RunDirectory.open(run_dir).read_manifest()
+    if manifest.get("status") == "complete":
+        console.print(
+            f"run {manifest.get('run_id')} is already complete; nothing to do"
+        )
+        return True
+    return False
+
+
+def _fit(
+    config: Any,
+    *,
+    num_cpus: int | None,
+    object_store_memory: int | None = None,
+    resume: bool = False,
+) -> None:
     from . import runtime
     from .runner import fit_run, load_and_prepare
 
@@ -184,9 +250,16 @@ def _fit(config: Any, *, num_cpus: int | None) -> None:
             )
 
     data = load_and_prepare(config)  # bad input fails fast, before Ray starts
-    started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
+    started = runtime.connect(
+        config.address,
+        num_cpus=num_cpus,
+        object_store_memory=object_store_memory,
+        verbose=level,
+    )
     try:
-        result = fit_run(config, data=data, on_fit=on_fit, on_trial=on_trial)
+        result = fit_run(
+            config, data=data, on_fit=on_fit, on_trial=on_trial, resume=resume
+        )
         flush_tuning()
     finally:
         runtime.shutdown(started)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,11 @@ from . import fusion as fusion_mod
 from .artifacts import RunDirectory, now_iso, versions
 from .config import RunConfig
 from .data import PreparedData, load_table, prepare
-from .exceptions import BaseLearnerFailed, DataError
+from .exceptions import BaseLearnerFailed, ConfigError, DataError, RunStateError
 from .learners import FitContext, get
 from .metrics import METRICS, default_metric, score, score_all, to_loss
 
-__all__ = ["RunResult", "fit_run", "pred_columns"]
+__all__ = ["RunResult", "fit_run", "pred_columns", "resume_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,17 +79,70 @@ def load_and_prepare(config: RunConfig) -> PreparedData:
     )
 
 
+# Fields that may differ between a run and its resumption: where Ray runs and
+# how much it prints do not change a run's numbers.
+_RESUME_FREE = ("verbose", "address", "out", "run_id")
+
+
+def resume_config(
+    run_dir: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """The configuration of an unfinished run, for ``--resume``.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The run directory to continue.
+    overrides : dict, optional
+        Values given again on the command line; each must equal the run's own
+        (except ``verbose`` and ``address``), or the run would not be the same.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    RunStateError
+        When ``run_dir`` is not a run directory.
+    ConfigError
+        When an override differs from the run's configuration.
+    """
+    run = RunDirectory.open(run_dir)
+    saved = dict(run.read_manifest().get("config") or {})
+    config = RunConfig.from_dict(saved)
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if changes:
+        given = RunConfig.from_dict({**saved, **changes}).to_dict()
+        base = config.to_dict()
+        differ = [k for k in given if k not in _RESUME_FREE and given[k] != base[k]]
+        if differ:
+            k = differ[0]
+            raise ConfigError(
+                f"--resume continues run {run.run_id!r} with its own config, but "
+                f"`{k}` is {given[k]!r} here and {base[k]!r} in the run; drop the "
+                "option, or start a new run"
+            )
+        config = config.replace(
+            **{k: v for k, v in changes.items() if k in ("verbose", "address")}
+        )
+    return config.replace(out=str(run.path.parent), run_id=run.run_id)
+
+
 def fit_run(
     config: RunConfig,
     *,
     data: PreparedData | None = None,
     on_fit: Callable[[Any, int, int], None] | None = None,
     on_trial: Callable[[str, int, float], None] | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run the whole pipeline and write a complete run directory.
 
     Bad input raises before anything is written. Once the directory exists, any
-    failure marks the manifest ``failed`` (with the error) and re-raises.
+    failure marks the manifest ``failed`` (with the error) and re-raises. A
+    process killed outright leaves the manifest ``running``; ``resume=True``
+    continues such a run (or a failed one) where it stopped.
 
     Parameters
     ----------
@@ -101,6 +156,12 @@ def fit_run(
         ``(learner, n_done, best_cv_score)``.
     on_fit : callable, optional
         Progress hook called as each (member, fold) fit finishes.
+    resume : bool, default=False
+        Continue the unfinished run ``<config.out>/<config.run_id>`` (see
+        :func:`resume_config`): its finished Tune families and trials and its
+        finished (member, fold) fits are reused, everything after them is
+        computed as in an uninterrupted run. The data must be unchanged.
+        ``time_limit`` counts again from the resumption.
 
     Returns
     -------
@@ -115,8 +176,87 @@ def fit_run(
     metric = config.metric or default_metric(data.task)
     if data.task not in METRICS[metric].tasks:
         raise DataError(f"metric {metric!r} does not apply to a {data.task} task")
+    from . import train
 
-    run = RunDirectory.create(config.out, config.run_id)
+    train.check_object_store(data.X.nbytes + data.y.nbytes + data.fold.nbytes)
+
+    if resume:
+        if not config.run_id:
+            raise ConfigError("resume needs the run's run_id")
+        run = RunDirectory.open(Path(config.out) / config.run_id)
+    else:
+        run = RunDirectory.create(config.out, config.run_id)
+    with run.lock():
+        if resume:
+            _check_resumable(run, config, data)
+        return _locked_run(config, data, run, metric, budget, on_fit, on_trial, resume)
+
+
+def _check_resumable(run: RunDirectory, config: RunConfig, data: PreparedData) -> None:
+    manifest = run.read_manifest()
+    if manifest.get("status") == "complete":
+        raise RunStateError(
+            f"run {run.run_id!r} is already complete; nothing to resume"
+        )
+    if manifest.get("data_sha256") != data.data_sha256:
+        raise DataError(
+            f"the data differs from the data run {run.run_id!r} was started with "
+            f"(sha256 {str(manifest.get('data_sha256'))[:12]}…); resume with the "
+            "same data, or start a new run"
+        )
+    saved = {
+        k: v for k, v in (manifest.get("config") or {}).items() if k not in _RESUME_FREE
+    }
+    now = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+    if saved != now:
+        k = next(k for k in now if saved.get(k) != now[k])
+        raise ConfigError(
+            f"the config differs from run {run.run_id!r}'s (`{k}`: {now[k]!r} vs "
+            f"{saved.get(k)!r}); resume with the run's own config, or start a new run"
+        )
+
+
+def _locked_run(
+    config: RunConfig,
+    data: PreparedData,
+    run: RunDirectory,
+    metric: str,
+    budget: _Budget,
+    on_fit: Callable[[Any, int, int], None] | None,
+    on_trial: Callable[[str, int, float], None] | None,
+    resume: bool,
+) -> RunResult:
+    t0 = budget.start
+    if resume:
+        history = list(run.read_manifest().get("resumed_at") or [])
+        run.write_manifest(
+            status="running",
+            finished_at=None,
+            error=None,
+            resumed_at=[*history, now_iso()],
+            versions=versions(),
+        )
+    else:
+        _write_first_manifest(run, config, data, metric)
+    try:
+        result = _run_stages(
+            config, data, run, metric, budget, on_fit, on_trial, resume
+        )
+    except BaseException as exc:
+        run.write_manifest(
+            status="failed",
+            finished_at=now_iso(),
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        raise
+    run.clear_checkpoints()
+    logger.info("run %s complete in %.1f s", run.run_id, time.monotonic() - t0)
+    return result
+
+
+def _write_first_manifest(
+    run: RunDirectory, config: RunConfig, data: PreparedData, metric: str
+) -> None:
     run.write_manifest(
         run_id=run.run_id,
         status="running",
@@ -135,17 +275,6 @@ def fit_run(
         metric=metric,
         schema=data.schema.to_dict(),
     )
-    try:
-        result = _run_stages(config, data, run, metric, budget, on_fit, on_trial)
-    except BaseException as exc:
-        run.write_manifest(
-            status="failed",
-            finished_at=now_iso(),
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-        )
-        raise
-    logger.info("run %s complete in %.1f s", run.run_id, time.monotonic() - t0)
-    return result
 
 
 def _run_stages(
@@ -156,15 +285,26 @@ def _run_stages(
     budget: _Budget,
     on_fit: Callable[[Any, int, int], None] | None,
     on_trial: Callable[[str, int, float], None] | None,
+    resume: bool = False,
 ) -> RunResult:
     from . import train  # Ray is imported only here, at run time
 
     run.write_table(
         "folds.parquet", pd.DataFrame({"row_id": data.row_id, "fold": data.fold})
     )
-    members_specs = _member_specs(config, data, run, metric, budget, on_trial)
+    saved = run.load_checkpoints("members.pkl") if resume else []
+    if saved:
+        members_specs = saved[0]
+        logger.info("resume: %d members from the earlier tuning", len(members_specs))
+    else:
+        members_specs = _member_specs(
+            config, data, run, metric, budget, on_trial, resume
+        )
+        run.save_checkpoint("members.pkl", members_specs)
     t_fit = time.monotonic()
-    outcome = _fit_members(config, data, run, members_specs, budget.fit_end, on_fit)
+    outcome = _fit_members(
+        config, data, run, members_specs, budget.fit_end, on_fit, resume
+    )
     fit_wall = time.monotonic() - t_fit
     cols = pred_columns(data.classes)
 
@@ -248,7 +388,9 @@ def _run_stages(
     )
     _save_fusions(run, {f.key: f.fusion for f in fused}, members)
     slots = max(outcome.slots, 1)
-    efficiency = sum(r.fit_s for r in outcome.results) / max(fit_wall * slots, 1e-9)
+    # Over the fits this session ran (a resumed run reuses some from before).
+    fresh = [r for r in outcome.results if not getattr(r, "resumed", False)]
+    efficiency = sum(r.fit_s for r in fresh) / max(fit_wall * slots, 1e-9)
     manifest = run.write_manifest(
         status="complete",
         finished_at=now_iso(),
@@ -298,6 +440,7 @@ def _member_specs(
     metric: str,
     budget: _Budget,
     on_trial: Callable[[str, int, float], None] | None,
+    resume: bool = False,
 ) -> list[Any]:
     """Members: tuned configurations, or each learner's defaults (plus overrides)."""
     from .tune import MemberSpec, _empty_trials, tune_learners
@@ -327,6 +470,7 @@ def _member_specs(
         fixed_params={k: dict(v) for k, v in config.learner_params.items()},
         on_trial=on_trial,
         verbose=config.verbose,
+        resume=resume,
     )
     run.write_table("trials.parquet", outcome.trials)
     return outcome.members
@@ -349,10 +493,21 @@ def _fit_members(
     specs: list[Any],
     deadline: float | None,
     on_fit: Callable[[Any, int, int], None] | None,
+    resume: bool = False,
 ) -> Any:
-    """Fit every (member, fold) on Ray actors; raise if no member survived."""
+    """Fit every (member, fold) on Ray actors; raise if no member survived.
+
+    Each finished fit is checkpointed as it arrives; on resume the fits whose
+    member, fold and parameters match a checkpoint are not run again.
+    """
     from . import train
 
+    done: dict[tuple[str, int], Any] = {}
+    if resume:
+        for entry in run.load_checkpoints("fits/"):
+            result = entry["result"]
+            result.resumed = True
+            done[(result.member, result.fold)] = (entry["params"], result)
     ctx = _context(config, data)
     n_train = int((data.fold >= 0).sum())
     tasks = []
@@ -374,15 +529,40 @@ def _fit_members(
                     priority=spec.rank + cost / 1e18 if deadline is not None else 0,
                 )
             )
+    reused = []
+    todo = []
+    for t in tasks:
+        hit = done.get((t.member, t.fold))
+        if hit is not None and hit[0] == t.params:
+            reused.append(hit[1])
+        else:
+            todo.append(t)
+    if reused:
+        logger.info("resume: %d fits reused, %d to run", len(reused), len(todo))
+
+    def on_result(result: Any, n_done: int, n_total: int) -> None:
+        params = next(t.params for t in todo if t.member == result.member)
+        run.save_checkpoint(
+            f"fits/{result.member}/fold{result.fold}.pkl",
+            {"params": params, "result": result},
+        )
+        if on_fit is not None:
+            on_fit(result, n_done + len(reused), n_total + len(reused))
+
     shared = train.put_data(data.X, data.y, data.fold)
     outcome = train.fit_all(
-        tasks,
+        todo,
         shared,
         ctx,
         lambda m, k: str(run.model_dir(m, k)),
         cpus_per_fit=config.cpus_per_fit,
         deadline=deadline,
-        on_result=on_fit,
+        on_result=on_result,
+    )
+    dropped = set(outcome.failed) | set(outcome.skipped)
+    outcome.results = sorted(
+        [*outcome.results, *(r for r in reused if r.member not in dropped)],
+        key=lambda r: (r.member, r.fold),
     )
     for member, reason in outcome.failed.items():
         logger.warning("member %s dropped: %s", member, reason)
@@ -506,6 +686,7 @@ def _fits_frame(results: list[Any]) -> pd.DataFrame:
                 "fit_s": r.fit_s,
                 "predict_s": r.predict_s,
                 "n_train": r.n_train,
+                "resumed": bool(getattr(r, "resumed", False)),
             }
             for r in sorted(results, key=lambda r: (r.member, r.fold))
         ]

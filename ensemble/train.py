@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from .exceptions import BaseLearnerFailed
+from .exceptions import BaseLearnerFailed, DataError
 from .learners import FitContext, get
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "FitTask",
     "SharedData",
     "TrainOutcome",
+    "check_object_store",
     "fit_all",
     "oof_dataset",
     "put_data",
@@ -72,6 +73,7 @@ class FitResult:
     fit_s: float
     predict_s: float
     n_train: int
+    resumed: bool = False  # read back from a checkpoint by a resumed run
 
 
 @dataclass
@@ -106,6 +108,33 @@ class TrainOutcome:
     skipped: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     slots: int = 0
+
+
+# Peak copies of the feature matrix in the object store: the fit stage's put,
+# and the training rows that Tune / the fusion stage put while it is alive.
+_STORE_COPIES = 2
+
+
+def check_object_store(nbytes: int) -> None:
+    """Fail fast when the data cannot fit in the cluster's object store.
+
+    Ray would otherwise spill to disk for a long time or stall; a clear error
+    before any work is better.
+
+    Raises
+    ------
+    DataError
+        When ``_STORE_COPIES * nbytes`` exceeds the object store's capacity.
+    """
+    capacity = float(ray.cluster_resources().get("object_store_memory", 0))
+    need = _STORE_COPIES * nbytes
+    if capacity and need > capacity:
+        mib = 1024**2
+        raise DataError(
+            f"the table needs about {need / mib:,.0f} MiB of Ray's object store but "
+            f"the cluster has {capacity / mib:,.0f} MiB; give Ray more "
+            "(--object-store-memory, or a bigger cluster) or sample the rows"
+        )
 
 
 def put_data(X: np.ndarray, y: np.ndarray, fold: np.ndarray) -> SharedData:
