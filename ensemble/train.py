@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 # Two actors share one GPU: the MLP and XGBoost folds here are small, and a
 # half-GPU each keeps the device busy while one of them is in a CPU phase.
 GPU_PER_ACTOR = 0.5
+# A fit whose actor dies this many times is given up (a fit that kills its
+# process every time, e.g. by running out of memory, must not loop forever).
+MAX_ACTOR_DEATHS = 2
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,10 @@ class _FitWorker:
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
 
+    def ready(self) -> bool:
+        """Resolves once the actor is scheduled and constructed."""
+        return True
+
     def fit(
         self,
         task: FitTask,
@@ -252,27 +259,29 @@ def fit_all(
     """
     n_cpu, n_gpu = _plan_actors(tasks, cpus_per_fit)
     remote = ray.remote(_FitWorker)
-    actors: list[tuple[Any, bool]] = []
-    for i in range(n_gpu):
-        opts = {
-            "num_cpus": cpus_per_fit,
-            "num_gpus": GPU_PER_ACTOR,
-            "max_restarts": 1,
-            "max_task_retries": 1,
-        }
-        actors.append((remote.options(**opts).remote(i, cpus_per_fit, True), True))
-    for i in range(n_cpu):
-        opts = {"num_cpus": cpus_per_fit, "max_restarts": 1, "max_task_retries": 1}
-        actors.append(
-            (remote.options(**opts).remote(n_gpu + i, cpus_per_fit, False), False)
-        )
+    counter = iter(range(1_000_000))
+
+    def new_actor(gpu: bool) -> tuple[Any, bool]:
+        # No automatic restarts: a dead actor is replaced (below) only once its
+        # replacement has been scheduled, so a lost node cannot leave a fit
+        # waiting forever for resources that no longer exist.
+        opts: dict[str, Any] = {"num_cpus": cpus_per_fit, "max_restarts": 0}
+        if gpu:
+            opts["num_gpus"] = GPU_PER_ACTOR
+        return (remote.options(**opts).remote(next(counter), cpus_per_fit, gpu), gpu)
+
+    actors = [new_actor(True) for _ in range(n_gpu)]
+    actors += [new_actor(False) for _ in range(n_cpu)]
     logger.info(
         "fitting %d tasks on %d CPU and %d GPU actors", len(tasks), n_cpu, n_gpu
     )
 
     pending = sorted(tasks, key=lambda t: (t.priority, -t.cost))
+    order = {id(t): i for i, t in enumerate(pending)}
     free = list(actors)
     running: dict[Any, tuple[tuple[Any, bool], FitTask]] = {}
+    starting: dict[Any, tuple[Any, bool]] = {}  # ready() ref -> replacement actor
+    lost: dict[int, int] = {}  # id(task) -> times its actor died under it
     results: list[FitResult] = []
     failed: dict[str, str] = {}
     skipped: set[str] = set()
@@ -288,6 +297,11 @@ def fit_all(
                 continue
             return pending.pop(i)
         return None
+
+    def fail(task: FitTask, reason: str) -> None:
+        logger.warning("%s", BaseLearnerFailed(task.member, task.fold, reason))
+        failed[task.member] = f"fold {task.fold}: {reason}"
+        pending[:] = [t for t in pending if t.member != task.member]
 
     try:
         while pending or running:
@@ -313,18 +327,44 @@ def fit_all(
                 running[ref] = (actor, task)
             free = idle
             if not running:
+                if pending and starting:  # only replacements left: wait for one
+                    done, _ = ray.wait(list(starting), num_returns=1)
+                    free.append(starting.pop(done[0]))
+                    continue
                 break
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait([*running, *starting], num_returns=1)
+            if done[0] in starting:
+                free.append(starting.pop(done[0]))
+                continue
             actor, task = running.pop(done[0])
-            free.append(actor)
             try:
                 result: FitResult = ray.get(done[0])
-            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
-                reason = _short(exc)
-                logger.warning("%s", BaseLearnerFailed(task.member, task.fold, reason))
-                failed[task.member] = f"fold {task.fold}: {reason}"
-                pending[:] = [t for t in pending if t.member != task.member]
+            except ray.exceptions.RayActorError as exc:
+                # The process or its node died (SIGKILL, OOM, lost node): the fit
+                # is not at fault. Run it again on a surviving or new actor.
+                n = lost[id(task)] = lost.get(id(task), 0) + 1
+                logger.warning(
+                    "actor died during %s fold %d (%s)",
+                    task.member,
+                    task.fold,
+                    _short(exc),
+                )
+                ray.kill(actor[0], no_restart=True)
+                actors.remove(actor)
+                if n > MAX_ACTOR_DEATHS:
+                    fail(task, f"its actor died {n} times: {_short(exc)}")
+                else:
+                    pending.append(task)
+                    pending.sort(key=lambda t: order[id(t)])
+                replacement = new_actor(actor[1])
+                actors.append(replacement)
+                starting[replacement[0].ready.remote()] = replacement
                 continue
+            except ray.exceptions.RayTaskError as exc:
+                free.append(actor)
+                fail(task, _short(exc))
+                continue
+            free.append(actor)
             results.append(result)
             if on_result is not None:
                 on_result(result, len(results), len(tasks))
@@ -335,7 +375,9 @@ def fit_all(
     wall = time.monotonic() - t_start
     drop = set(failed) | skipped
     kept = [r for r in results if r.member not in drop]
-    return TrainOutcome(kept, failed, sorted(skipped - set(failed)), wall, len(actors))
+    return TrainOutcome(
+        kept, failed, sorted(skipped - set(failed)), wall, n_cpu + n_gpu
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -353,9 +395,10 @@ def _release(actors: list[Any], timeout: float = 30.0) -> None:
     """
     for a in actors:
         ray.kill(a, no_restart=True)
-    total = ray.cluster_resources().get("CPU", 0)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        # Total read each time: a node lost mid-run leaves the cluster's total.
+        total = ray.cluster_resources().get("CPU", 0)
         if ray.available_resources().get("CPU", 0) >= total:
             return
         time.sleep(0.05)
