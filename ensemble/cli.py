@@ -96,6 +96,10 @@ def fit(
         str | None, typer.Option(help="Tune search: optuna or random.")
     ] = None,
     metric: Annotated[str | None, typer.Option(help="Ranking metric.")] = None,
+    drop_columns: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns that are not features (ids)."),
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
     ] = None,
@@ -287,6 +291,9 @@ def predict(
         str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 8192,
+    ignore_extra_columns: Annotated[
+        bool, typer.Option(help="Predict although the data has unknown columns.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 0,
 ) -> None:
@@ -308,6 +315,7 @@ def predict(
                 model=model,
                 id_column=id_column,
                 batch_size=batch_size,
+                ignore_extra_columns=ignore_extra_columns,
             )
         finally:
             runtime.shutdown(started)

@@ -70,6 +70,7 @@ def load_table(source: str) -> tuple[pd.DataFrame, str]:
             frame = pd.read_parquet(path)
         elif name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
             sep = "\t" if ".tsv" in name else ","
+            _check_header(path, sep)  # pandas would rename a repeat to "name.1"
             frame = pd.read_csv(path, sep=sep)
         else:
             raise DataError(
@@ -87,6 +88,21 @@ def load_table(source: str) -> tuple[pd.DataFrame, str]:
             "valid, complete file of the format its name says"
         ) from exc
     return frame, _file_hash(path)
+
+
+def _check_header(path: Path, sep: str) -> None:
+    import csv
+    import gzip
+
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        header = next(csv.reader(fh, delimiter=sep), [])
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise DataError(
+            f"duplicate column names {dup} in {str(path)!r}; rename them so each "
+            "column is unique"
+        )
 
 
 def _file_hash(path: Path) -> str:
@@ -418,17 +434,26 @@ def prepare(
     if task == "auto":
         task = infer_task(y_raw)
     features = frame.drop(columns=[target, *drop_columns])
-    usable = [c for c in features.columns if features[c].nunique(dropna=True) > 1]
-    dropped = [c for c in features.columns if c not in usable]
-    if dropped:
-        logger.warning(
-            "ignoring constant or all-missing columns: %s", ", ".join(map(str, dropped))
-        )
-    features = features[usable]
     if features.shape[1] == 0:
         raise DataError(
-            "no usable feature columns (every column besides the target is constant "
-            "or missing); check the table"
+            "the table has no feature columns besides the target; add features"
+        )
+    # A column with one value (or none) carries no information; silently
+    # dropping it would hide a broken export, so the user decides.
+    empty = [str(c) for c in features.columns if features[c].isna().all()]
+    if empty:
+        raise DataError(
+            f"feature column {empty[0]!r} is empty (all values missing)"
+            + (f", and {len(empty) - 1} more" if len(empty) > 1 else "")
+            + f"; fix the data or pass --drop-columns {','.join(empty)}"
+        )
+    constant = [str(c) for c in features.columns if features[c].nunique() <= 1]
+    if constant:
+        value = features[constant[0]].dropna().iloc[0]
+        raise DataError(
+            f"feature column {constant[0]!r} is constant ({_python_scalar(value)!r})"
+            + (f", and {len(constant) - 1} more" if len(constant) > 1 else "")
+            + f"; fix the data or pass --drop-columns {','.join(constant)}"
         )
 
     classes: list[Any] = []

@@ -55,6 +55,8 @@ class FittedEnsemble:
         self.classes: list[Any] = list(manifest["classes"] or [])
         self.target: str = manifest["target"]
         self.schema = FeatureSchema.from_dict(manifest["schema"])
+        config = manifest.get("config") or {}
+        self.drop_columns: tuple[str, ...] = tuple(config.get("drop_columns") or ())
         self.members: list[str] = list(manifest["members"])
         fusions: list[str] = list(manifest.get("fusions") or [])
         self.model: str = model or manifest["best"]
@@ -85,14 +87,36 @@ class FittedEnsemble:
                 )
             self.fold_models_[m] = [Learner.load(d) for d in dirs]
 
-    def check_frame(self, frame: pd.DataFrame) -> None:
-        """Raise a one-line DataError when ``frame`` does not match training."""
+    def check_frame(
+        self, frame: pd.DataFrame, *, allow: tuple[str, ...] = (), strict: bool = True
+    ) -> None:
+        """Raise a one-line DataError when ``frame`` does not match training.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            Rows to predict.
+        allow : tuple of str, default=()
+            Columns that may be present besides the features (an id column).
+        strict : bool, default=True
+            Refuse columns the model has never seen (a renamed or misplaced
+            column is usually a mistake); the target and the training run's
+            ``drop_columns`` are always allowed.
+        """
         missing = [c for c in self.schema.columns if c not in frame.columns]
         if missing:
             raise DataError(
                 f"columns missing for prediction: {missing[:10]}; the model was "
                 "trained on them: add them (values may be empty)"
             )
+        if strict:
+            known = {*self.schema.columns, self.target, *self.drop_columns, *allow}
+            extra = [str(c) for c in frame.columns if c not in known]
+            if extra:
+                raise DataError(
+                    f"columns not seen in training: {extra[:10]}; drop them, name "
+                    "an id with --id-column, or pass --ignore-extra-columns"
+                )
         for col, kind in zip(self.schema.columns, self.schema.kinds, strict=True):
             s = frame[col]
             if kind == "numeric" and not (
@@ -111,7 +135,7 @@ class FittedEnsemble:
         """Probabilities ``(n, n_classes)`` (classification) or values ``(n,)``."""
         if not self.fold_models_:
             raise RunStateError("models were not loaded (load_models=False)")
-        self.check_frame(frame)
+        self.check_frame(frame, strict=False)
         X = self.schema.transform(frame)
         preds = [
             np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)

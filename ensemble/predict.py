@@ -69,6 +69,7 @@ def predict_file(
     id_column: str | None = None,
     batch_size: int = 8192,
     on_batch: Callable[[int], None] | None = None,
+    ignore_extra_columns: bool = False,
 ) -> int:
     """Predict every row of ``data`` with a fitted run; write one Parquet file.
 
@@ -77,8 +78,7 @@ def predict_file(
     run_dir : path-like
         A complete run directory.
     data : str
-        Parquet file/directory or CSV/TSV file with the training feature columns
-        (extra columns are ignored).
+        Parquet file/directory or CSV/TSV file with the training feature columns.
     out : path-like
         Output Parquet file: ``row_id`` (position in the input) or
         ``id_column``, then ``pred_<class>…`` and ``label``, or ``pred``.
@@ -90,6 +90,9 @@ def predict_file(
         Rows per batch; bounds the memory of each actor.
     on_batch : callable, optional
         Called with the number of rows written so far.
+    ignore_extra_columns : bool, default=False
+        Predict even when ``data`` has columns the model never saw (by default
+        that is an error: a renamed column is usually a mistake).
 
     Returns
     -------
@@ -102,7 +105,11 @@ def predict_file(
     columns = ds.columns()
     if id_column is not None and id_column not in columns:
         raise DataError(f"id column {id_column!r} is not in {data!r}")
-    ensemble.check_frame(ds.limit(1000).to_pandas())
+    ensemble.check_frame(
+        ds.limit(1000).to_pandas(),
+        allow=(id_column,) if id_column else (),
+        strict=not ignore_extra_columns,
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # output rows follow input rows
     # One CPU stays free for the read tasks: actors holding every CPU starve them.

@@ -71,6 +71,8 @@ def connect(
         "logging_level": logging.INFO if verbose >= 2 else logging.ERROR,
         "configure_logging": True,
     }
+    if address:
+        _check_listening(address)
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -93,6 +95,34 @@ def connect(
         ) from exc
     quiet_ray(verbose)
     return True
+
+
+def _check_listening(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at ``host:port``.
+
+    ``ray.init`` retries an unreachable GCS for minutes, printing warnings.
+    """
+    import socket
+
+    target = address.split("://", 1)[-1]
+    if target == "auto" or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise RayConnectionError(
+            f"Ray address {address!r} is not host:port; check --address / RAY_ADDRESS"
+        ) from None
+    try:
+        with socket.create_connection((host, port_no), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayConnectionError(
+            f"nothing answers at Ray address {address!r} ({reason}); start the "
+            "cluster (`ray start --head`) or fix --address / RAY_ADDRESS"
+        ) from None
 
 
 def shutdown(started: bool) -> None:
