@@ -154,6 +154,8 @@ class _FitWorker:
         self.gpu = gpu
         # Ray sets OMP_NUM_THREADS from the actor's CPUs; pin the BLAS/torch pools too.
         os.environ["OMP_NUM_THREADS"] = str(n_threads)
+        if gpu:  # before any CUDA work in this process (see learners.mlp)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         try:
             import torch
 

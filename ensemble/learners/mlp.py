@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +54,8 @@ class MLPLearner(Learner):
         torch.manual_seed(ctx.seed)
         torch.set_num_threads(max(1, ctx.n_threads))
         device = "cuda" if ctx.device == "cuda" and torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            _deterministic_cuda(torch)
         self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)
         Z = self.pre_.transform(X)
         if ctx.is_classification:
@@ -137,3 +140,17 @@ class MLPLearner(Learner):
         self.model_.load_state_dict(blob["state_dict"])
         self.model_.eval()
         self.pre_ = joblib.load(path.with_suffix(".pre.joblib"))
+
+
+def _deterministic_cuda(torch: Any) -> None:
+    """Ask CUDA for repeatable kernels (same GPU model and driver ⇒ same model).
+
+    cuBLAS needs a fixed workspace for deterministic matmuls; the variable is
+    read when the first handle is created, so it is set before any CUDA work in
+    this process. Ops without a deterministic kernel warn instead of failing.
+    GPU results still differ from CPU ones in the last bits (other kernels).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
