@@ -38,11 +38,13 @@ def fitted(ray_session, tmp_path_factory):
 def test_predict_file_matches_in_process_predictions_and_keeps_order(fitted, tmp_path):
     new = make_table(3000, seed=7).drop(columns=["target"])
     new.loc[5, "colour"] = "purple"  # unseen category: handled, not an error
-    new["extra"] = 1  # extra columns are ignored
+    new["extra"] = 1  # an unknown column: ignored only when asked
     src = tmp_path / "new.parquet"
     new.to_parquet(src)
     out = tmp_path / "pred.parquet"
-    n = predict_file(fitted.run_dir.path, str(src), out, batch_size=500)
+    n = predict_file(
+        fitted.run_dir.path, str(src), out, batch_size=500, ignore_extra_columns=True
+    )
     assert n == 3000
     pred = pd.read_parquet(out)
     assert list(pred.row_id) == list(range(3000))
