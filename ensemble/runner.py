@@ -175,7 +175,11 @@ def fit_run(
         get(key).check_params(dict(config.learner_params.get(key, {})))
     metric = config.metric or default_metric(data.task)
     if data.task not in METRICS[metric].tasks:
-        raise DataError(f"metric {metric!r} does not apply to a {data.task} task")
+        valid = [m for m, spec in METRICS.items() if data.task in spec.tasks]
+        raise DataError(
+            f"metric {metric!r} does not apply to a {data.task} task; use one of "
+            + ", ".join(valid)
+        )
     from . import train
 
     train.check_object_store(data.X.nbytes + data.y.nbytes + data.fold.nbytes)
