@@ -12,7 +12,7 @@ RUN_DATA ?= sklearn:breast_cancer
 RUN_OUT ?= runs
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint clean
+.PHONY: venv browser run test lint clean
 
 venv: $(VENV)/.installed
 
@@ -27,8 +27,22 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(ENSEMBLE) fit --data $(RUN_DATA) --target target --out $(RUN_OUT)
 
-test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Headless Chromium renders report.html in the report test (Debian package).
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (Debian package) for the report test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	elif command -v sudo >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	else \
+		echo "chromium missing and no apt-get: install it to run the report test" >&2; exit 1; \
+	fi
+
+test: venv browser
+	ENSEMBLE_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check ensemble tests jobs

@@ -244,14 +244,23 @@ def _fit(
             flush_tuning(upto=learner)
             tuned[learner] = (done, best)
 
+    progress = _progress()
+    bar: list[Any] = []  # the fit task, created with the first result
+
     def on_fit(r: Any, done: int, total: int) -> None:
         if level >= 1:
             flush_tuning()
-            console.print(
+            if not bar:
+                progress.start()
+                bar.append(progress.add_task("fits", total=total, completed=done - 1))
+            progress.console.print(
                 f"[{done:>3}/{total}] {r.member:<10} fold {r.fold}  "
                 f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
                 f"worker {r.worker}{'  gpu' if r.gpu else ''}"
             )
+            progress.update(bar[0], completed=done, total=total)
+            if done == total:
+                progress.stop()
 
     data = load_and_prepare(config)  # bad input fails fast, before Ray starts
     started = runtime.connect(
@@ -266,6 +275,7 @@ def _fit(
         )
         flush_tuning()
     finally:
+        progress.stop()
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)
     console.print(f"run directory: {result.run_dir.path}")
@@ -307,7 +317,11 @@ def predict(
     try:
         load(run_dir, model, load_models=False)  # fails before Ray starts
         started = runtime.connect(address, verbose=level)
+        progress = _progress()
+        task = progress.add_task("rows", total=_count_rows(data))
         try:
+            if level >= 1:
+                progress.start()
             n = predict_file(
                 run_dir,
                 data,
@@ -316,13 +330,70 @@ def predict(
                 id_column=id_column,
                 batch_size=batch_size,
                 ignore_extra_columns=ignore_extra_columns,
+                on_batch=lambda done: progress.update(task, completed=done),
             )
         finally:
+            progress.stop()
             runtime.shutdown(started)
     except EnsembleError as exc:
         _fail(exc, level)
     if level >= 1:
         console.print(f"predicted {n} rows -> {out}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A complete run directory.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default RUN_DIR/report.html).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Write the run's self-contained HTML report (plots inlined)."""
+    from .report import write_report
+
+    level = 0 if quiet else 1
+    _setup_logging(level)
+    try:
+        path = write_report(run_dir, out)
+    except EnsembleError as exc:
+        _fail(exc, level)
+    if level >= 1:
+        console.print(f"report: {path}")
+
+
+def _progress() -> Any:
+    """A rich progress bar (a live bar on a terminal; one final line otherwise)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _count_rows(data: str) -> int | None:
+    """Rows of a Parquet input from its metadata (None for CSV: unknown)."""
+    name = data.lower()
+    if not (Path(data).is_dir() or name.endswith((".parquet", ".pq"))):
+        return None
+    try:
+        import pyarrow.dataset as pads
+
+        return int(pads.dataset(data, format="parquet").count_rows())
+    except Exception:  # noqa: BLE001 - a bar without a total is fine
+        return None
 
 
 def _fmt(v: Any) -> str:

@@ -254,6 +254,12 @@ def _locked_run(
         )
         raise
     run.clear_checkpoints()
+    try:  # the run is complete and usable either way
+        from .report import write_report
+
+        write_report(run.path)
+    except Exception as exc:  # noqa: BLE001 - a figure must not fail a run
+        logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
     logger.info("run %s complete in %.1f s", run.run_id, time.monotonic() - t0)
     return result
 
