@@ -7,6 +7,8 @@ to a Parquet run directory.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import RunConfig
 from .exceptions import (
     BaseLearnerFailed,
@@ -21,15 +23,30 @@ from .exceptions import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"EnsembleClassifier", "EnsembleRegressor", "load"}
+
+
+def __getattr__(name: str) -> Any:
+    # scikit-learn estimators load on first use: `import ensemble` stays light.
+    if name in _LAZY:
+        from . import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'ensemble' has no attribute {name!r}")
+
+
 __all__ = [
     "BaseLearnerFailed",
     "ConfigError",
     "DataError",
+    "EnsembleClassifier",
     "EnsembleError",
+    "EnsembleRegressor",
     "FusionError",
     "NotFittedError",
     "RunConfig",
     "RunStateError",
     "UnknownLearnerError",
     "__version__",
+    "load",
 ]

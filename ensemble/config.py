@@ -88,6 +88,8 @@ class RunConfig:
         Name of the run directory; a timestamp when ``None``.
     verbose : int, default=1
         0 quiet, 1 one line per finished fit, 2 also Ray's own logs.
+    report : bool, default=True
+        Write ``report.html`` at the end of the run.
     """
 
     data: str | None = None
@@ -111,6 +113,7 @@ class RunConfig:
     address: str | None = None
     run_id: str | None = None
     verbose: int = 1
+    report: bool = True
 
     def __post_init__(self) -> None:
         # Normalise list-like fields so YAML lists and CLI tuples compare equal.

@@ -81,7 +81,7 @@ def load_and_prepare(config: RunConfig) -> PreparedData:
 
 # Fields that may differ between a run and its resumption: where Ray runs and
 # how much it prints do not change a run's numbers.
-_RESUME_FREE = ("verbose", "address", "out", "run_id")
+_RESUME_FREE = ("verbose", "address", "out", "run_id", "report")
 
 
 def resume_config(
@@ -257,7 +257,8 @@ def _locked_run(
     try:  # the run is complete and usable either way
         from .report import write_report
 
-        write_report(run.path)
+        if config.report:
+            write_report(run.path)
     except Exception as exc:  # noqa: BLE001 - a figure must not fail a run
         logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
     logger.info("run %s complete in %.1f s", run.run_id, time.monotonic() - t0)

@@ -152,16 +152,12 @@ class _FitWorker:
         self.index = index
         self.n_threads = n_threads
         self.gpu = gpu
-        # Ray sets OMP_NUM_THREADS from the actor's CPUs; pin the BLAS/torch pools too.
+        # Ray sets OMP_NUM_THREADS from the actor's CPUs; pin it for the BLAS and
+        # torch pools (torch reads it at import; the MLP also sets its threads).
+        # torch is not imported here: most actors never need it.
         os.environ["OMP_NUM_THREADS"] = str(n_threads)
         if gpu:  # before any CUDA work in this process (see learners.mlp)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        try:
-            import torch
-
-            torch.set_num_threads(n_threads)
-        except ImportError:  # pragma: no cover - torch is a dependency
-            pass
 
     def ready(self) -> bool:
         """Resolves once the actor is scheduled and constructed."""
