@@ -12,7 +12,7 @@ RUN_DATA ?= sklearn:breast_cancer
 RUN_OUT ?= runs
 PYTEST_ARGS ?=
 
-.PHONY: venv browser run test lint clean
+.PHONY: venv browser run test lint clean bench bench-autogluon bench-scale
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,29 @@ browser:
 
 test: venv browser
 	ENSEMBLE_REQUIRE_BROWSER=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# AutoGluon's pins clash with ours: it gets a venv of its own.
+AG_VENV ?= .venv-autogluon
+BENCH_TIME_LIMIT ?= 120
+SHARED ?= ../shared/datasets
+
+bench-autogluon: $(AG_VENV)/.installed
+
+$(AG_VENV)/.installed:
+	test -x $(AG_VENV)/bin/python || $(PYTHON) -m venv $(AG_VENV)
+	$(AG_VENV)/bin/python -m pip install -q --upgrade pip
+	$(AG_VENV)/bin/python -m pip install -q "autogluon.tabular[lightgbm,xgboost]" pyarrow
+	touch $@
+
+# Every shared table, side by side with sklearn stacking and AutoGluon.
+bench: venv bench-autogluon
+	$(PY) benchmarks/compare.py --data $(SHARED)/adult.tsv.gz --target target --time-limit $(BENCH_TIME_LIMIT)
+	$(PY) benchmarks/compare.py --data $(SHARED)/bank_marketing.csv --target y --time-limit $(BENCH_TIME_LIMIT)
+	$(PY) benchmarks/compare.py --data $(SHARED)/letter.tsv.gz --target target --time-limit $(BENCH_TIME_LIMIT)
+	$(PY) benchmarks/compare.py --data $(SHARED)/california_housing.tsv.gz --target target --time-limit $(BENCH_TIME_LIMIT)
+
+bench-scale: venv
+	$(PY) benchmarks/scale.py
 
 lint: venv
 	$(VENV)/bin/ruff check ensemble tests jobs

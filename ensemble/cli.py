@@ -319,9 +319,13 @@ def predict(
         started = runtime.connect(address, verbose=level)
         progress = _progress()
         task = progress.add_task("rows", total=_count_rows(data))
+
+        def on_batch(done: int) -> None:
+            if level >= 1 and not progress.live.is_started:
+                progress.start()  # only once rows flow: errors stay one line
+            progress.update(task, completed=done)
+
         try:
-            if level >= 1:
-                progress.start()
             n = predict_file(
                 run_dir,
                 data,
@@ -330,7 +334,7 @@ def predict(
                 id_column=id_column,
                 batch_size=batch_size,
                 ignore_extra_columns=ignore_extra_columns,
-                on_batch=lambda done: progress.update(task, completed=done),
+                on_batch=on_batch,
             )
         finally:
             progress.stop()
