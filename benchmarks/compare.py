@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     metric = default_metric(data.task)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = Path(args.data).name.split(".")[0]
+    name = Path(args.data).name.split(".")[0].replace(":", "_")
     cfg = RunConfig(
         data=args.data,
         target=args.target,
@@ -330,7 +330,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ag_python = Path(args.autogluon_python)
     if not args.no_autogluon:
         if ag_python.exists():
-            limit = args.time_limit or math.ceil(rows[0]["wall_s"])
+            ours = next(r for r in rows if r["kind"] == "ensemble")
+            limit = args.time_limit or math.ceil(ours["wall_s"])
             rows.append(
                 run_autogluon(frame, data, args.target, metric, limit, ag_python)
             )
