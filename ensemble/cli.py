@@ -259,7 +259,7 @@ def _fit(
                 f"worker {r.worker}{'  gpu' if r.gpu else ''}"
             )
             progress.update(bar[0], completed=done, total=total)
-            if done == total:
+            if done == total and progress.live.is_started:
                 progress.stop()
 
     data = load_and_prepare(config)  # bad input fails fast, before Ray starts
@@ -275,7 +275,8 @@ def _fit(
         )
         flush_tuning()
     finally:
-        progress.stop()
+        if progress.live.is_started:
+            progress.stop()
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)
     console.print(f"run directory: {result.run_dir.path}")
@@ -337,7 +338,8 @@ def predict(
                 on_batch=on_batch,
             )
         finally:
-            progress.stop()
+            if progress.live.is_started:
+                progress.stop()
             runtime.shutdown(started)
     except EnsembleError as exc:
         _fail(exc, level)
