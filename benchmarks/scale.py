@@ -88,10 +88,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 "date": date.today().isoformat(),
             }
         )
-        print(json.dumps(rows[-1]))
-    table = pd.DataFrame(rows)
-    path = out / f"scale-tl{int(args.time_limit)}.parquet"
-    table.to_parquet(path)
+        print(json.dumps(rows[-1]), flush=True)
+        # Written after every size: the largest one may take long.
+        table = pd.DataFrame(rows)
+        path = out / f"scale-tl{int(args.time_limit)}.parquet"
+        table.to_parquet(path)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"-> {path}")
     return table
