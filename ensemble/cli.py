@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .exceptions import EnsembleError
+from .exceptions import ConfigError, EnsembleError
 
 app = typer.Typer(
     name="ensemble",
@@ -142,7 +142,7 @@ def fit(
     try:
         store = _parse_bytes(object_store_memory) if object_store_memory else None
         if resume is not None and config_file is not None:
-            raise _usage("--resume takes the run's own config; drop CONFIG.yaml")
+            raise ConfigError("--resume takes the run's own config; drop CONFIG.yaml")
         overrides = {
             "data": data,
             "target": target,
@@ -182,12 +182,6 @@ def fit(
         raise typer.Exit(130) from None
 
 
-def _usage(message: str) -> EnsembleError:
-    from .exceptions import ConfigError
-
-    return ConfigError(message)
-
-
 def _parse_bytes(text: str) -> int:
     """``2GB``, ``512MB``, ``1.5GiB`` or a plain number of bytes."""
     units = {"": 1, "B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
@@ -197,11 +191,11 @@ def _parse_bytes(text: str) -> int:
     try:
         value = float(num) * units[unit]
     except (ValueError, KeyError):
-        raise _usage(
+        raise ConfigError(
             f"--object-store-memory {text!r} is not a size; use e.g. 2GB or 512MB"
         ) from None
     if value < 80e6:
-        raise _usage(
+        raise ConfigError(
             f"--object-store-memory {text!r} is below Ray's minimum of 80MB; give more"
         )
     return int(value)

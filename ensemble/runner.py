@@ -115,9 +115,8 @@ def resume_config(
     if changes:
         given = RunConfig.from_dict({**saved, **changes}).to_dict()
         base = config.to_dict()
-        differ = [k for k in given if k not in _RESUME_FREE and given[k] != base[k]]
-        if differ:
-            k = differ[0]
+        k = _first_difference(base, given)
+        if k is not None:
             raise ConfigError(
                 f"--resume continues run {run.run_id!r} with its own config, but "
                 f"`{k}` is {given[k]!r} here and {base[k]!r} in the run; drop the "
@@ -196,6 +195,13 @@ def fit_run(
         return _locked_run(config, data, run, metric, budget, on_fit, on_trial, resume)
 
 
+def _first_difference(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first config key (besides :data:`_RESUME_FREE`) whose value changed."""
+    return next(
+        (k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k]), None
+    )
+
+
 def _check_resumable(run: RunDirectory, config: RunConfig, data: PreparedData) -> None:
     manifest = run.read_manifest()
     if manifest.get("status") == "complete":
@@ -208,12 +214,10 @@ def _check_resumable(run: RunDirectory, config: RunConfig, data: PreparedData) -
             f"(sha256 {str(manifest.get('data_sha256'))[:12]}…); resume with the "
             "same data, or start a new run"
         )
-    saved = {
-        k: v for k, v in (manifest.get("config") or {}).items() if k not in _RESUME_FREE
-    }
-    now = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
-    if saved != now:
-        k = next(k for k in now if saved.get(k) != now[k])
+    saved = dict(manifest.get("config") or {})
+    now = config.to_dict()
+    k = _first_difference(saved, now)
+    if k is not None:
         raise ConfigError(
             f"the config differs from run {run.run_id!r}'s (`{k}`: {now[k]!r} vs "
             f"{saved.get(k)!r}); resume with the run's own config, or start a new run"
@@ -540,6 +544,7 @@ def _fit_members(
                     priority=spec.rank + cost / 1e18 if deadline is not None else 0,
                 )
             )
+    params_of = {spec.name: spec.params for spec in specs}
     reused = []
     todo = []
     for t in tasks:
@@ -552,10 +557,9 @@ def _fit_members(
         logger.info("resume: %d fits reused, %d to run", len(reused), len(todo))
 
     def on_result(result: Any, n_done: int, n_total: int) -> None:
-        params = next(t.params for t in todo if t.member == result.member)
         run.save_checkpoint(
             f"fits/{result.member}/fold{result.fold}.pkl",
-            {"params": params, "result": result},
+            {"params": params_of[result.member], "result": result},
         )
         if on_fit is not None:
             on_fit(result, n_done + len(reused), n_total + len(reused))

@@ -274,8 +274,10 @@ def fit_all(
         "fitting %d tasks on %d CPU and %d GPU actors", len(tasks), n_cpu, n_gpu
     )
 
-    pending = sorted(tasks, key=lambda t: (t.priority, -t.cost))
-    order = {id(t): i for i, t in enumerate(pending)}
+    def queue_order(t: FitTask) -> tuple[float, float]:
+        return (t.priority, -t.cost)
+
+    pending = sorted(tasks, key=queue_order)
     free = list(actors)
     running: dict[Any, tuple[tuple[Any, bool], FitTask]] = {}
     starting: dict[Any, tuple[Any, bool]] = {}  # ready() ref -> replacement actor
@@ -353,7 +355,7 @@ def fit_all(
                     fail(task, f"its actor died {n} times: {_short(exc)}")
                 else:
                     pending.append(task)
-                    pending.sort(key=lambda t: order[id(t)])
+                    pending.sort(key=queue_order)  # stable: ties keep their order
                 replacement = new_actor(actor[1])
                 actors.append(replacement)
                 starting[replacement[0].ready.remote()] = replacement
