@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import storage
 from .exceptions import RunStateError
 
 __all__ = ["REQUIRED_COLUMNS", "RunDirectory", "now_iso", "versions"]
@@ -121,8 +122,21 @@ class RunDirectory:
         The run directory.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], remote: str | None = None) -> None:
         self.path = Path(path).absolute()
+        #: The run's URI when it lives on shared storage (``path`` is then a
+        #: local working copy whose every write is uploaded; see ``storage``).
+        self.remote = remote
+
+    @property
+    def location(self) -> str:
+        """Where the run lives: its URI, or its local path."""
+        return self.remote if self.remote is not None else str(self.path)
+
+    def sync(self, name: str) -> None:
+        """Upload ``name`` (a file or a directory of the run) to :attr:`remote`."""
+        if self.remote is not None:
+            storage.upload(self.path / name, storage.join(self.remote, name))
 
     @property
     def run_id(self) -> str:
@@ -136,6 +150,16 @@ class RunDirectory:
         """Make a fresh run directory (an existing one is never overwritten)."""
         if run_id is None:
             run_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        if storage.is_uri(out):
+            uri = storage.join(str(out), run_id)
+            if storage.exists(uri):
+                raise RunStateError(
+                    f"run directory {uri!r} already exists; choose another --run-id "
+                    "or use --resume"
+                )
+            path = storage.staging_dir(uri)
+            (path / "models").mkdir(parents=True)
+            return cls(path, remote=uri)
         path = Path(out).absolute() / run_id
         if path.exists():
             raise RunStateError(
@@ -145,6 +169,17 @@ class RunDirectory:
         (path / "models").mkdir(parents=True)
         return cls(path)
 
+    @classmethod
+    def for_reading(cls, location: str | os.PathLike[str]) -> RunDirectory:
+        """A run to read: a local path as is, a URI through a cached local copy."""
+        if storage.is_uri(location):
+            uri = str(location)
+            return cls(storage.local_copy(uri), remote=uri)
+        path = Path(location)
+        if not path.exists():
+            raise RunStateError(f"run directory {str(location)!r} does not exist")
+        return cls(path)
+
     # -- writing -------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> Path:
         """Write JSON atomically."""
@@ -152,6 +187,7 @@ class RunDirectory:
         tmp = _tmp_name(target)
         tmp.write_text(json.dumps(obj, indent=2, default=str))
         os.replace(tmp, target)
+        self.sync(name)
         return target
 
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
@@ -164,6 +200,7 @@ class RunDirectory:
         tmp = _tmp_name(target)
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, target)
+        self.sync(name)
         return target
 
     def tmp_dir(self, name: str) -> Path:
@@ -176,6 +213,9 @@ class RunDirectory:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        if self.remote is not None:
+            storage.remove(storage.join(self.remote, name))
+            self.sync(name)
         return target
 
     def write_manifest(self, **fields: Any) -> dict[str, Any]:
@@ -214,13 +254,32 @@ class RunDirectory:
         return pd.read_parquet(self.path / name)
 
     def model_dir(self, member: str, fold: int) -> Path:
-        """Where the fold model of ``member`` lives."""
+        """Where the fold model of ``member`` lives (in the local copy)."""
         return self.path / "models" / member / f"fold{fold}"
+
+    def model_target(self, member: str, fold: int) -> str:
+        """Where a fit actor writes the fold model: the URI or the local path."""
+        if self.remote is not None:
+            return storage.join(self.remote, "models", member, f"fold{fold}")
+        return str(self.model_dir(member, fold))
 
     # -- resume ----------------------------------------------------------------
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RunDirectory:
-        """An existing run directory (for ``--resume``)."""
+        """An existing run directory to continue (for ``--resume``).
+
+        A URI run is downloaded, checkpoints included, into a fresh staging copy.
+        """
+        if storage.is_uri(path):
+            uri = str(path)
+            if not storage.exists(storage.join(uri, "manifest.json")):
+                raise RunStateError(
+                    f"{uri!r} is not a run directory (no manifest.json)"
+                )
+            local = storage.staging_dir(uri)
+            storage.download(uri, local, skip=(".lock",))
+            (local / "models").mkdir(parents=True, exist_ok=True)
+            return cls(local, remote=uri)
         run = cls(path)
         run.read_manifest()  # a clear error when it is not a run directory
         return run
@@ -248,6 +307,7 @@ class RunDirectory:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+        self.sync(f"checkpoints/{name}")
 
     def load_checkpoints(self, prefix: str) -> list[Any]:
         """Every checkpoint whose name starts with ``prefix``, by name."""
@@ -265,6 +325,8 @@ class RunDirectory:
     def clear_checkpoints(self) -> None:
         """Drop the checkpoints of a run that has completed."""
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        if self.remote is not None:
+            storage.remove(storage.join(self.remote, "checkpoints"))
 
 
 class _RunLock:

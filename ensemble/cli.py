@@ -114,7 +114,7 @@ def fit(
         typer.Option(help="Object store of a new local Ray, e.g. 2GB or 512MB."),
     ] = None,
     resume: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Continue an interrupted run directory: finished trials and fits "
             "are kept. Its own config is used."
@@ -201,7 +201,7 @@ def _parse_bytes(text: str) -> int:
     return int(value)
 
 
-def _already_complete(run_dir: Path) -> bool:
+def _already_complete(run_dir: str) -> bool:
     from .artifacts import RunDirectory
 
     manifest = RunDirectory.open(run_dir).read_manifest()
@@ -273,7 +273,7 @@ def _fit(
             progress.stop()
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)
-    console.print(f"run directory: {result.run_dir.path}")
+    console.print(f"run directory: {result.run_dir.location}")
     timing = result.manifest["timing"]
     console.print(
         f"best: {result.best}  (fit wall {timing['fit_wall_s']:.1f}s, "
@@ -283,7 +283,9 @@ def _fit(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A complete run directory.")],
+    run_dir: Annotated[
+        str, typer.Argument(help="A complete run directory (path or URI).")
+    ],
     data: Annotated[str, typer.Option(help="Parquet or CSV/TSV with the features.")],
     out: Annotated[Path, typer.Option(help="Output Parquet file.")],
     model: Annotated[
@@ -343,7 +345,9 @@ def predict(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A complete run directory.")],
+    run_dir: Annotated[
+        str, typer.Argument(help="A complete run directory (path or URI).")
+    ],
     out: Annotated[
         Path | None, typer.Option(help="Output file (default RUN_DIR/report.html).")
     ] = None,

@@ -61,7 +61,16 @@ def load_table(source: str) -> tuple[pd.DataFrame, str]:
     if source.startswith("synthetic:"):
         frame = _load_synthetic(source.split(":", 1)[1])
         return frame, _frame_hash(frame)
-    path = Path(source)
+    from . import storage
+
+    if storage.is_uri(source):  # s3://, gs://: fetched once into a local cache
+        if not storage.exists(source):
+            raise DataError(
+                f"data file {source!r} does not exist; check the --data path"
+            )
+        path = storage.fetch(source)
+    else:
+        path = Path(source)
     if not path.exists():
         raise DataError(f"data file {source!r} does not exist; check the --data path")
     name = path.name.lower()

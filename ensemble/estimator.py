@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,7 +135,7 @@ class _EnsembleBase(BaseEstimator):
         )
         runtime.connect(self.address, verbose=self.verbose)  # kept for later fits
         result = fit_run(config, data=data)
-        self.run_dir_ = str(result.run_dir.path)
+        self.run_dir_ = result.run_dir.location
         self.best_ = result.best
         self.leaderboard_ = result.leaderboard
         self.ensemble_ = FittedEnsemble(self.run_dir_)
@@ -319,7 +318,7 @@ def load(
         n_trials=config.get("n_trials"),
         metric=config.get("metric"),
         learner_params=config.get("learner_params") or None,
-        out=str(Path(run_dir).absolute().parent),
+        out=_parent(fitted.run),
     )
     columns = list(fitted.schema.columns)
     est._columns = columns
@@ -328,8 +327,17 @@ def load(
         est.feature_names_in_ = np.asarray(columns, dtype=object)
     if fitted.classes:
         est.classes_ = np.asarray(fitted.classes)
-    est.run_dir_ = str(Path(run_dir).absolute())
+    est.run_dir_ = fitted.run.location
     est.best_ = fitted.model
     est.leaderboard_ = fitted.run.read_table("leaderboard.parquet")
     est.ensemble_ = fitted
     return est
+
+
+def _parent(run: Any) -> str:
+    """The ``out`` a run directory was written under (a path or a URI)."""
+    if run.remote is not None:
+        from .storage import parent_and_name
+
+        return parent_and_name(run.remote)[0]
+    return str(run.path.parent)

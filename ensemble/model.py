@@ -8,7 +8,6 @@ member are averaged, then the fusion combines the members.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,7 @@ class FittedEnsemble:
         *,
         load_models: bool = True,
     ) -> None:
-        self.run = RunDirectory(run_dir)
+        self.run = RunDirectory.for_reading(run_dir)
         manifest = self.run.require_complete()
         self.task: str = manifest["task"]
         self.classes: list[Any] = list(manifest["classes"] or [])
@@ -165,6 +164,4 @@ def load(
     load_models: bool = True,
 ) -> FittedEnsemble:
     """Load the fitted ensemble of a complete run (see :class:`FittedEnsemble`)."""
-    if not Path(run_dir).exists():
-        raise RunStateError(f"run directory {str(run_dir)!r} does not exist")
     return FittedEnsemble(run_dir, model, load_models=load_models)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from . import storage
 from .exceptions import DataError
 from .model import load
 
@@ -116,11 +117,17 @@ def predict_file(
     n_actors = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
     preds = ds.map_batches(
         _Predictor,
-        fn_constructor_args=(str(Path(run_dir).absolute()), ensemble.model, id_column),
+        fn_constructor_args=(ensemble.run.location, ensemble.model, id_column),
         batch_format="pandas",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         num_cpus=1,
+        # A URI run is read by the actors too: they get the driver's credentials.
+        **(
+            {"runtime_env": {"env_vars": storage.credentials_env()}}
+            if ensemble.run.remote is not None and storage.credentials_env()
+            else {}
+        ),
     )
     target = Path(out).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)

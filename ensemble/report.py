@@ -354,7 +354,7 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    run = RunDirectory(run_dir)
+    run = RunDirectory.for_reading(run_dir)
     manifest = run.require_complete()
     board = run.read_table("leaderboard.parquet")
     hold = run.read_table("holdout.parquet")
@@ -423,4 +423,6 @@ def write_report(
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(target)
+    if out is None:
+        run.sync("report.html")
     return target

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import fusion as fusion_mod
+from . import storage
 from .artifacts import RunDirectory, now_iso, versions
 from .config import RunConfig
 from .data import PreparedData, load_table, prepare
@@ -125,7 +127,12 @@ def resume_config(
         config = config.replace(
             **{k: v for k, v in changes.items() if k in ("verbose", "address")}
         )
-    return config.replace(out=str(run.path.parent), run_id=run.run_id)
+    out = (
+        storage.parent_and_name(run.remote)[0]
+        if run.remote is not None
+        else str(run.path.parent)
+    )
+    return config.replace(out=out, run_id=run.run_id)
 
 
 def fit_run(
@@ -186,7 +193,11 @@ def fit_run(
     if resume:
         if not config.run_id:
             raise ConfigError("resume needs the run's run_id")
-        run = RunDirectory.open(Path(config.out) / config.run_id)
+        run = RunDirectory.open(
+            storage.join(config.out, config.run_id)
+            if storage.is_uri(config.out)
+            else Path(config.out) / config.run_id
+        )
     else:
         run = RunDirectory.create(config.out, config.run_id)
     with run.lock():
@@ -263,8 +274,11 @@ def _locked_run(
 
         if config.report:
             write_report(run.path)
+            run.sync("report.html")
     except Exception as exc:  # noqa: BLE001 - a figure must not fail a run
         logger.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+    if run.remote is not None:  # everything is uploaded: drop the staging copy
+        shutil.rmtree(run.path.parent, ignore_errors=True)
     logger.info("run %s complete in %.1f s", run.run_id, time.monotonic() - t0)
     return result
 
@@ -488,6 +502,8 @@ def _member_specs(
         resume=resume,
     )
     run.write_table("trials.parquet", outcome.trials)
+    if (run.path / "tune").is_dir():
+        run.sync("tune")
     return outcome.members
 
 
@@ -569,10 +585,11 @@ def _fit_members(
         todo,
         shared,
         ctx,
-        lambda m, k: str(run.model_dir(m, k)),
+        run.model_target,
         cpus_per_fit=config.cpus_per_fit,
         deadline=deadline,
         on_result=on_result,
+        env_vars=storage.credentials_env() if run.remote is not None else None,
     )
     dropped = set(outcome.failed) | set(outcome.skipped)
     outcome.results = sorted(
@@ -729,3 +746,4 @@ def _save_fusions(
         tmp = target.with_name(target.name + ".tmp")
         joblib.dump({"members": members, "fusion": est}, tmp)
         tmp.replace(target)
+    run.sync("models/fusion")

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import ray
 
+from . import storage
 from .exceptions import BaseLearnerFailed, DataError
 from .learners import FitContext, get
 
@@ -188,7 +189,7 @@ class _FitWorker:
         oof = learner.predict(X[valid])
         holdout = learner.predict(X[hold])
         predict_s = time.perf_counter() - t1
-        learner.save(model_dir)
+        storage.save_tree(model_dir, learner.save)
         rc = ray.get_runtime_context()
         return FitResult(
             member=task.member,
@@ -230,6 +231,7 @@ def fit_all(
     cpus_per_fit: int = 1,
     deadline: float | None = None,
     on_result: Callable[[FitResult, int, int], None] | None = None,
+    env_vars: dict[str, str] | None = None,
 ) -> TrainOutcome:
     """Fit every task on a pool of actors, longest expected fit first.
 
@@ -250,6 +252,8 @@ def fit_all(
         unfitted folds are dropped.
     on_result : callable, optional
         Called with ``(result, n_done, n_total)`` as each fit finishes.
+    env_vars : dict, optional
+        Environment of the actors (storage credentials of a URI run).
 
     Returns
     -------
@@ -264,6 +268,8 @@ def fit_all(
         # replacement has been scheduled, so a lost node cannot leave a fit
         # waiting forever for resources that no longer exist.
         opts: dict[str, Any] = {"num_cpus": cpus_per_fit, "max_restarts": 0}
+        if env_vars:
+            opts["runtime_env"] = {"env_vars": dict(env_vars)}
         if gpu:
             opts["num_gpus"] = GPU_PER_ACTOR
         return (remote.options(**opts).remote(next(counter), cpus_per_fit, gpu), gpu)
