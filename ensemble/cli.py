@@ -6,6 +6,7 @@ config or data) or 1 (a run that failed); a traceback only with ``--verbose``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -113,6 +114,10 @@ def fit(
         str | None,
         typer.Option(help="Object store of a new local Ray, e.g. 2GB or 512MB."),
     ] = None,
+    config_json: Annotated[
+        str | None,
+        typer.Option(hidden=True, help="The whole config as JSON (ensemble submit)."),
+    ] = None,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -134,38 +139,25 @@ def fit(
     ] = 0,
 ) -> None:
     """Fit base learners on Ray, fuse them, and write a run directory."""
-    from .config import resolve
+    from .config import RunConfig, resolve
     from .runner import resume_config
 
+    params = dict(locals())  # every flag, by parameter name
     level = 0 if quiet else 1 + verbose
     _setup_logging(level)
     try:
         store = _parse_bytes(object_store_memory) if object_store_memory else None
         if resume is not None and config_file is not None:
             raise ConfigError("--resume takes the run's own config; drop CONFIG.yaml")
-        overrides = {
-            "data": data,
-            "target": target,
-            "out": out,
-            "task": task,
-            "learners": learners,
-            "fusions": fusions,
-            "n_folds": folds,
-            "holdout": holdout,
-            "seed": seed,
-            "time_limit": time_limit,
-            "tune": tune,
-            "n_trials": n_trials,
-            "top_n": top_n,
-            "search": search,
-            "metric": metric,
-            "address": address,
-            "run_id": run_id,
-        }
+        overrides = _overrides(params)
         if resume is not None:
             config = resume_config(resume, overrides)
             if _already_complete(resume):
                 return
+        elif config_json is not None:
+            config = RunConfig.from_dict(
+                {**json.loads(config_json), **_given(overrides)}
+            )
         else:
             config = resolve(config_file, overrides)
         config = config.replace(verbose=level)
@@ -180,6 +172,10 @@ def fit(
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130) from None
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _parse_bytes(text: str) -> int:
@@ -273,12 +269,132 @@ def _fit(
             progress.stop()
         runtime.shutdown(started)
     _print_board(result.leaderboard, result.best)
-    console.print(f"run directory: {result.run_dir.location}")
+    console.print(f"run directory: {result.run_dir.location}", soft_wrap=True)
     timing = result.manifest["timing"]
     console.print(
         f"best: {result.best}  (fit wall {timing['fit_wall_s']:.1f}s, "
         f"parallel efficiency {timing['parallel_efficiency']:.2f})"
     )
+
+
+_FIT_ONLY = ("--resume", "--address", "--config-json", "--num-cpus")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def submit(
+    ctx: typer.Context,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="The cluster's dashboard, http://HEAD:8265 (default: "
+            "RAY_API_SERVER_ADDRESS or an http RAY_ADDRESS)."
+        ),
+    ] = None,
+    working_dir: Annotated[
+        str | None, typer.Option(help="Local folder shipped with the job.")
+    ] = None,
+    ship_package: Annotated[
+        bool,
+        typer.Option(
+            help="Ship this ensemble package with the job (py_modules), so the "
+            "cluster runs the client's version."
+        ),
+    ] = True,
+    submission_id: Annotated[
+        str | None, typer.Option(help="Job id (default ensemble-<run id>).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the job to its end.")
+    ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Do not stream the job's logs.")
+    ] = False,
+) -> None:
+    """Submit a fit to a Ray cluster as a Ray Job.
+
+    Takes fit's arguments as well: ``[CONFIG.yaml] --data … --target …``.
+    Streams the job's logs, prints the job id and the run directory, and exits
+    1 with the job's error when it fails.
+    """
+    from . import submit as sub
+    from .config import resolve
+
+    level = 0 if quiet else 1
+    _setup_logging(level)
+    try:
+        config_file, overrides = _fit_arguments(list(ctx.args))
+        address = address or sub.default_address()
+        if not address:
+            raise ConfigError(
+                "no cluster given; pass --address http://HEAD:8265 (or set "
+                "RAY_API_SERVER_ADDRESS)"
+            )
+        config = sub.prepare_config(resolve(config_file, overrides))
+        result = sub.submit_fit(
+            config,
+            address,
+            working_dir=working_dir,
+            ship_package=ship_package,
+            submission_id=submission_id,
+            wait=wait,
+            on_log=sub.print_log if level >= 1 else None,
+        )
+    except EnsembleError as exc:
+        _fail(exc, level)
+    console.print(f"job: {result.job_id} ({result.status})")
+    console.print(f"run directory: {result.run_dir}", soft_wrap=True)
+    if not wait:
+        console.print(
+            f"follow it with `ray job logs --follow {result.job_id} --address "
+            f"{address}`",
+            soft_wrap=True,
+        )
+
+
+def _fit_arguments(args: list[str]) -> tuple[Path | None, dict[str, Any]]:
+    """Parse fit flags given to ``submit`` with the ``fit`` command's own parser."""
+    for a in args:
+        if a.split("=")[0] in _FIT_ONLY:
+            raise ConfigError(f"{a.split('=')[0]} is not available with submit")
+    command = typer.main.get_command(app)
+    fit_cmd = command.commands["fit"]  # type: ignore[attr-defined]
+    try:
+        ctx = fit_cmd.make_context("fit", list(args), resilient_parsing=False)
+    except Exception as exc:  # typer's (vendored) click UsageError
+        if not hasattr(exc, "format_message"):
+            raise
+        raise ConfigError(f"{exc.format_message()} (in the fit flags)") from None
+    return ctx.params.get("config_file"), _given(_overrides(ctx.params))
+
+
+# fit flag (parameter name) -> RunConfig field
+_FLAG_FIELDS = {
+    "data": "data",
+    "target": "target",
+    "out": "out",
+    "task": "task",
+    "learners": "learners",
+    "fusions": "fusions",
+    "folds": "n_folds",
+    "holdout": "holdout",
+    "seed": "seed",
+    "time_limit": "time_limit",
+    "tune": "tune",
+    "n_trials": "n_trials",
+    "top_n": "top_n",
+    "search": "search",
+    "metric": "metric",
+    "drop_columns": "drop_columns",
+    "address": "address",
+    "run_id": "run_id",
+}
+
+
+def _overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """RunConfig values from the fit command's parameters (None = not given)."""
+    return {field: params.get(flag) for flag, field in _FLAG_FIELDS.items()}
 
 
 @app.command()

@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+ENV = {
+    **os.environ,
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Ray Job entrypoints (`python -m ensemble …`) find this venv's python first.
+    "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+}
 
 
 def free_port() -> int:

@@ -99,3 +99,25 @@ def test_missing_data_file(tmp_path):
     )
     assert res.exit_code == 2
     assert "does not exist; check the --data path" in res.output
+
+
+@pytest.mark.ray
+def test_drop_columns_flag_removes_columns_from_the_features(ray_session, tmp_path):
+    frame = make_table(300)
+    frame["customer_id"] = range(len(frame))  # an id: unique, useless
+    frame["flag"] = 1  # constant: an error unless dropped
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path)
+    args = ["fit", "--data", str(path), "--target", "target", "--out"]
+    args += [str(tmp_path / "runs"), "--learners", "linear", "--fusions", "average"]
+    res = runner.invoke(app, [*args, "--run-id", "a", "-q"])
+    assert res.exit_code == 2 and "'flag' is constant" in res.output
+    res = runner.invoke(
+        app, [*args, "--run-id", "b", "-q", "--drop-columns", "customer_id,flag"]
+    )
+    assert res.exit_code == 0, res.output
+    import json
+
+    manifest = json.loads((tmp_path / "runs" / "b" / "manifest.json").read_text())
+    assert manifest["config"]["drop_columns"] == ["customer_id", "flag"]
+    assert manifest["schema"]["columns"] == ["x1", "x2", "colour"]

@@ -1,0 +1,191 @@
+"""``ensemble submit``: Ray Jobs on a real local head (dashboard on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.cluster import ENV, LocalCluster
+from tests.conftest import make_table
+
+ENSEMBLE = str(Path(sys.executable).with_name("ensemble"))
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    cluster = LocalCluster(tmp_path_factory.mktemp("jobs"), dashboard=True)
+    try:
+        cluster.start_head(cpus=2, object_store_mb=300)
+        from ray.job_submission import JobSubmissionClient
+
+        end = time.monotonic() + 90
+        while True:  # the dashboard's job API comes up after the node
+            try:
+                JobSubmissionClient(cluster.dashboard_url).list_jobs()
+                break
+            except Exception:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(1)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("jobdata") / "train.parquet"
+    make_table(300).to_parquet(path)
+    return path
+
+
+def ensemble(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ENSEMBLE, *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+
+
+def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_path):
+    res = ensemble(
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--data",
+        str(table),
+        "--target",
+        "target",
+        "--out",
+        str(tmp_path / "runs"),
+        "--learners",
+        "linear,lgbm",
+        "--fusions",
+        "average",
+        "--folds",
+        "3",
+        "--run-id",
+        "job1",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "job: ensemble-job1 (SUCCEEDED)" in res.stdout
+    assert f"run directory: {tmp_path / 'runs' / 'job1'}" in res.stdout
+    assert "leaderboard" in res.stdout  # the job's own output, streamed
+    run = tmp_path / "runs" / "job1"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["config"]["learners"] == ["linear", "lgbm"]
+    board = pd.read_parquet(run / "leaderboard.parquet")
+    assert set(board.model) == {"linear", "lgbm", "average"}
+    fits = pd.read_parquet(run / "fits.parquet")
+    assert len(fits) == 6
+    # Ray kept the job: its metadata names the run directory
+    from ray.job_submission import JobSubmissionClient
+
+    info = JobSubmissionClient(head.dashboard_url).get_job_info("ensemble-job1")
+    assert info.metadata["ensemble_run"] == str(run)
+    assert info.entrypoint.startswith("python -m ensemble fit --config-json")
+
+
+def test_failing_job_exits_1_with_the_jobs_error(head, table, tmp_path):
+    res = ensemble(
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--data",
+        str(table),
+        "--target",
+        "label",
+        "--out",
+        str(tmp_path / "runs"),
+        "--run-id",
+        "bad1",
+        "-q",
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: job ensemble-bad1 FAILED: target column 'label'")
+    assert not (tmp_path / "runs" / "bad1").exists()
+
+
+def test_no_wait_returns_the_job_id_at_once(head, table, tmp_path):
+    res = ensemble(
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--no-wait",
+        "--data",
+        str(table),
+        "--target",
+        "target",
+        "--out",
+        str(tmp_path / "runs"),
+        "--learners",
+        "linear",
+        "--fusions",
+        "average",
+        "--run-id",
+        "nw1",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "job: ensemble-nw1 (PENDING)" in res.stdout
+    assert "ray job logs --follow ensemble-nw1" in res.stdout
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(head.dashboard_url)
+    end = time.monotonic() + 240
+    while str(client.get_job_status("ensemble-nw1").value) not in (
+        "SUCCEEDED",
+        "FAILED",
+    ):
+        assert time.monotonic() < end
+        time.sleep(1)
+    assert str(client.get_job_status("ensemble-nw1").value) == "SUCCEEDED"
+    manifest = json.loads((tmp_path / "runs" / "nw1" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    # the same submission id twice: Ray refuses, we say so in one line
+    again = ensemble(
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--data",
+        str(table),
+        "--target",
+        "target",
+        "--run-id",
+        "nw1",
+        "-q",
+    )
+    assert again.returncode == 2
+    assert "refused job 'ensemble-nw1'" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus", "1"], "No such option: --bogus"),
+        (["--resume", "x"], "--resume is not available with submit"),
+        ([], "no cluster given; pass --address"),
+    ],
+)
+def test_submit_usage_errors_are_one_line(args, message, tmp_path):
+    env_args = ["--address", "http://127.0.0.1:9"] if args else []
+    res = ensemble("submit", *env_args, *args, "--data", "x.csv", "--target", "y")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
+
+
+def test_unreachable_dashboard_is_one_line(tmp_path):
+    res = ensemble(
+        "submit", "--address", "http://127.0.0.1:9", "--data", "x.csv", "--target", "y"
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "cannot reach the Ray dashboard at http://127.0.0.1:9" in lines[0]
