@@ -277,7 +277,13 @@ def _fit(
     )
 
 
-_FIT_ONLY = ("--resume", "--address", "--config-json", "--num-cpus")
+_FIT_ONLY = (
+    "--resume",
+    "--address",
+    "--config-json",
+    "--num-cpus",
+    "--object-store-memory",
+)
 
 
 @app.command(

@@ -51,8 +51,8 @@ def ensemble(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
     )
 
 
-def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_path):
-    res = ensemble(
+def submit(head, table, out, run_id: str, *extra: str):
+    return ensemble(
         "submit",
         "--address",
         head.dashboard_url,
@@ -61,15 +61,20 @@ def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_pa
         "--target",
         "target",
         "--out",
-        str(tmp_path / "runs"),
-        "--learners",
-        "linear,lgbm",
-        "--fusions",
-        "average",
-        "--folds",
-        "3",
+        str(out),
         "--run-id",
+        run_id,
+        *extra,
+    )
+
+
+def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_path):
+    res = submit(
+        head,
+        table,
+        tmp_path / "runs",
         "job1",
+        *("--learners", "linear,lgbm", "--fusions", "average", "--folds", "3"),
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "job: ensemble-job1 (SUCCEEDED)" in res.stdout
@@ -92,20 +97,7 @@ def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_pa
 
 
 def test_failing_job_exits_1_with_the_jobs_error(head, table, tmp_path):
-    res = ensemble(
-        "submit",
-        "--address",
-        head.dashboard_url,
-        "--data",
-        str(table),
-        "--target",
-        "label",
-        "--out",
-        str(tmp_path / "runs"),
-        "--run-id",
-        "bad1",
-        "-q",
-    )
+    res = submit(head, table, tmp_path / "runs", "bad1", "--target", "label", "-q")
     assert res.returncode == 1, res.stdout + res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -114,24 +106,8 @@ def test_failing_job_exits_1_with_the_jobs_error(head, table, tmp_path):
 
 
 def test_no_wait_returns_the_job_id_at_once(head, table, tmp_path):
-    res = ensemble(
-        "submit",
-        "--address",
-        head.dashboard_url,
-        "--no-wait",
-        "--data",
-        str(table),
-        "--target",
-        "target",
-        "--out",
-        str(tmp_path / "runs"),
-        "--learners",
-        "linear",
-        "--fusions",
-        "average",
-        "--run-id",
-        "nw1",
-    )
+    extra = ("--learners", "linear", "--fusions", "average")
+    res = submit(head, table, tmp_path / "runs", "nw1", "--no-wait", *extra)
     assert res.returncode == 0, res.stderr
     assert "job: ensemble-nw1 (PENDING)" in res.stdout
     assert "ray job logs --follow ensemble-nw1" in res.stdout
@@ -149,18 +125,7 @@ def test_no_wait_returns_the_job_id_at_once(head, table, tmp_path):
     manifest = json.loads((tmp_path / "runs" / "nw1" / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     # the same submission id twice: Ray refuses, we say so in one line
-    again = ensemble(
-        "submit",
-        "--address",
-        head.dashboard_url,
-        "--data",
-        str(table),
-        "--target",
-        "target",
-        "--run-id",
-        "nw1",
-        "-q",
-    )
+    again = submit(head, table, tmp_path / "runs", "nw1", "-q")
     assert again.returncode == 2
     assert "refused job 'ensemble-nw1'" in again.stderr
 
