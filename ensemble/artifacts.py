@@ -332,9 +332,10 @@ class RunDirectory:
 class _RunLock:
     """``fcntl.flock`` on ``<run>/.lock``; the file holds the owner's pid."""
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    def __init__(self, path: Path, run_id: str, label: str | None = None) -> None:
         self.path = path
         self.run_id = run_id
+        self.label = label or f"run {run_id!r}"
         self._fh: Any = None
 
     def __enter__(self) -> _RunLock:
@@ -346,7 +347,7 @@ class _RunLock:
             owner = fh.read().strip() or "?"
             fh.close()
             raise RunStateError(
-                f"run {self.run_id!r} is in use by another process (pid {owner}); "
+                f"{self.label} is in use by another process (pid {owner}); "
                 "wait for it to finish or stop it first"
             ) from None
         fh.seek(0)

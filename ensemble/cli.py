@@ -404,6 +404,81 @@ def _overrides(params: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
+def nightly(
+    config_file: Annotated[
+        Path, typer.Argument(help="The run's YAML config (data: file, dir or glob).")
+    ],
+    registry: Annotated[
+        str, typer.Option(help="Registry directory: champion, history, runs.")
+    ],
+    margin: Annotated[
+        float,
+        typer.Option(help="Promote only when better by more than this (metric units)."),
+    ] = 0.0,
+    date: Annotated[
+        str | None,
+        typer.Option(help="The date this run counts for, YYYY-MM-DD (default today)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Run although the date was already settled.")
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
+    ] = None,
+    num_cpus: Annotated[
+        int | None, typer.Option(help="CPUs of a new local Ray.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Retrain on the latest snapshot; promote it only when it beats the champion.
+
+    Both are scored on the same rows of the new holdout (rows the champion
+    trained on left out). One attempt per date: a second run the same day does
+    nothing unless --force. History: REGISTRY/history.parquet.
+    """
+    from . import runtime
+    from .config import resolve
+    from .registry import nightly as run_nightly
+
+    level = 0 if quiet else 1
+    _setup_logging(level)
+    try:
+        config = resolve(config_file, {"address": address}).replace(verbose=level)
+        outcome = None
+        from .registry import Registry
+
+        settled = None if force else Registry(registry).settled(date or _today())
+        if settled is None:  # connect only when there is work to do
+            started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
+            try:
+                outcome = run_nightly(
+                    config, registry, day=date, margin=margin, force=force
+                )
+            finally:
+                runtime.shutdown(started)
+        else:
+            outcome = run_nightly(config, registry, day=date, margin=margin)
+    except EnsembleError as exc:
+        _fail(exc, level)
+    assert outcome is not None
+    line = f"{outcome.date}: {outcome.status}"
+    if outcome.run_id:
+        line += f" run {outcome.run_id}"
+    if outcome.challenger_score is not None:
+        line += f" ({outcome.metric} {outcome.challenger_score:.5f}"
+        if outcome.champion_score is not None:
+            line += f" vs champion {outcome.champion_score:.5f}"
+        line += f" on {outcome.n_scored} holdout rows)"
+    console.print(f"{line}: {outcome.reason}", soft_wrap=True)
+
+
+def _today() -> str:
+    from datetime import date
+
+    return date.today().isoformat()
+
+
+@app.command()
 def predict(
     run_dir: Annotated[
         str, typer.Argument(help="A complete run directory (path or URI).")
