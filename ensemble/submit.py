@@ -111,11 +111,12 @@ def _client(address: str) -> Any:
         return JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - requests/ConnectionError/RuntimeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "401" in str(exc) or "Authentication" in str(exc):
+        if any(t in str(exc) for t in ("401", "403", "Authentication")):
             raise ConfigError(
-                f"the Ray cluster at {address} needs a token; export "
-                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token) "
-                "from the cluster, then retry"
+                f"the Ray cluster at {address} uses token authentication and "
+                "refused this client; export RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN=<the cluster's token> (or put it in "
+                "~/.ray/auth_token), then retry"
             ) from None
         raise ConfigError(
             f"cannot reach the Ray dashboard at {address} ({first[:160]}); check "

@@ -58,7 +58,14 @@ def command_line(pid: int) -> str:
 class LocalCluster:
     """Head plus worker nodes of ``cpus`` CPUs each, all on 127.0.0.1."""
 
-    def __init__(self, log_dir: Path, *, dashboard: bool = False) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        dashboard: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**ENV, **(env or {})}
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -80,7 +87,7 @@ class LocalCluster:
             [RAY, "start", *args, "--block", "--disable-usage-stats"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=ENV,
+            env=self.env,
             start_new_session=True,
         )
         self.nodes.append(proc)
@@ -128,7 +135,7 @@ class LocalCluster:
             [sys.executable, "-c", code, self.address],
             capture_output=True,
             text=True,
-            env=ENV,
+            env=self.env,
             timeout=60,
         )
         try:

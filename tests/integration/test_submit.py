@@ -154,3 +154,55 @@ def test_unreachable_dashboard_is_one_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "cannot reach the Ray dashboard at http://127.0.0.1:9" in lines[0]
+
+
+def test_token_auth_cluster(table, tmp_path_factory):
+    """A head with RAY_AUTH_MODE=token: refused without the token, runs with it."""
+    token = "0123456789abcdef" * 4
+    tmp_path = tmp_path_factory.mktemp("tok")  # short: Ray's socket paths < 108 B
+    cluster = LocalCluster(
+        tmp_path / "c",
+        dashboard=True,
+        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+    )
+    try:
+        cluster.start_head(cpus=1, object_store_mb=200)
+        args = [
+            "submit",
+            "--address",
+            cluster.dashboard_url,
+            "--data",
+            str(table),
+            "--target",
+            "target",
+            "--out",
+            str(tmp_path / "runs"),
+            "--learners",
+            "linear",
+            "--fusions",
+            "average",
+            "-q",
+        ]
+        refused = ensemble(*args, "--run-id", "t0")
+        assert refused.returncode == 2
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "uses token authentication" in lines[0]
+        end = time.monotonic() + 60
+        while True:  # the dashboard may still be starting: retry until it answers
+            ok = subprocess.run(
+                [ENSEMBLE, *args, "--run-id", "t1"],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
+            )
+            if ok.returncode == 0 or time.monotonic() > end:
+                break
+            if "cannot reach" not in ok.stderr:
+                break
+            time.sleep(2)
+        assert ok.returncode == 0, ok.stderr
+        manifest = json.loads((tmp_path / "runs" / "t1" / "manifest.json").read_text())
+        assert manifest["status"] == "complete"
+    finally:
+        cluster.stop()
