@@ -23,24 +23,47 @@ def _torch() -> Any:
     return torch
 
 
+SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
+
+
 class TorchTrainer:
-    """Mini-batch trainer with AdamW, cosine LR decay and early stopping.
+    """Mini-batch trainer: AdamW, an LR schedule, augmentation, early stopping.
 
     Parameters
     ----------
     module : torch.nn.Module
         The network.
-    loss : {"ce", "nll", "mse"}
+    loss : {"ce", "nll", "mse", "soft_ce"}
         Cross-entropy over logits, negative log-likelihood over log-probabilities,
-        or mean squared error.
+        mean squared error, or cross-entropy against soft targets (class
+        probabilities, for distillation).
     lr, weight_decay : float
-        AdamW settings.
+        AdamW settings (``weight_decay`` is decoupled L2).
     batch_size, max_epochs, patience : int
         Loop settings; the best-validation weights are restored at the end.
     seed : int
-        Seeds batch order and initialisation-independent randomness.
+        Seeds batch order, noise and mixup draws.
     device : str
         ``"cpu"`` or ``"cuda"``.
+    schedule : {"cosine", "onecycle", "plateau", "constant"}, default="cosine"
+        ``cosine`` decays the LR to 0 over ``max_epochs`` (per epoch);
+        ``onecycle`` warms up over the first 30% of steps then anneals (per
+        batch; Smith's super-convergence, peak = ``lr``); ``plateau`` divides the
+        LR by 5 after ``max(2, patience // 2)`` epochs without validation gain.
+    noise_std : float, default=0.0
+        Gaussian noise added to each training batch (inputs are standardised,
+        so this is in standard deviations). Only on training batches.
+    mixup : float, default=0.0
+        Mixup's Beta(alpha, alpha) parameter; 0 disables it. Mixes pairs of
+        rows and their targets (classification targets become soft).
+    calibrate : bool, default=False
+        Classification over logits only: each epoch, fit a softmax temperature
+        on the validation rows and monitor the *temperature-scaled* validation
+        loss. Plain validation log loss bottoms out early because the network
+        grows over-confident while its accuracy is still rising (letter: best
+        loss at epoch ~15 with 93% accuracy, 95% by epoch 60); scaling removes
+        the over-confidence from the criterion, and the chosen epoch's
+        temperature (``temperature_``) calibrates the predictions.
     """
 
     def __init__(
@@ -55,7 +78,18 @@ class TorchTrainer:
         patience: int,
         seed: int,
         device: str = "cpu",
+        schedule: str = "cosine",
+        noise_std: float = 0.0,
+        mixup: float = 0.0,
+        calibrate: bool = False,
     ) -> None:
+        self.calibrate = calibrate
+        self.temperature_ = 1.0
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule {schedule!r} is not one of {SCHEDULES}")
+        self.schedule = schedule
+        self.noise_std = noise_std
+        self.mixup = mixup
         self.module = module
         self.loss = loss
         self.lr = lr
@@ -67,13 +101,43 @@ class TorchTrainer:
         self.device = device
 
     def get_loss(self, out: Any, target: Any) -> Any:
-        """Loss of one batch."""
-        F = _torch().nn.functional
+        """Loss of one batch (class indices, or probabilities for soft targets)."""
+        torch = _torch()
+        F = torch.nn.functional
+        if self.loss in ("ce", "soft_ce") and target.dtype.is_floating_point:
+            return -(target * F.log_softmax(out, dim=1)).sum(dim=1).mean()
         if self.loss == "ce":
             return F.cross_entropy(out, target)
         if self.loss == "nll":  # the module already returns log-probabilities
             return F.nll_loss(out, target)
         return F.mse_loss(out.squeeze(-1), target)
+
+    def augment(self, xb: Any, yb: Any, gen: Any) -> tuple[Any, Any]:
+        """Gaussian noise and mixup on one training batch (identity when off)."""
+        torch = _torch()
+        if self.noise_std > 0:
+            noise = torch.randn(xb.shape, generator=gen).to(xb.device)
+            xb = xb + self.noise_std * noise
+        if self.mixup > 0:
+            lam = float(
+                np.random.default_rng(
+                    int(torch.randint(0, 2**31, (1,), generator=gen))
+                ).beta(self.mixup, self.mixup)
+            )
+            lam = max(lam, 1.0 - lam)  # the batch's own rows dominate
+            perm = torch.randperm(len(xb), generator=gen).to(xb.device)
+            xb = lam * xb + (1.0 - lam) * xb[perm]
+            if self.loss in ("ce", "soft_ce"):
+                n_out = self._n_out
+                soft = (
+                    yb
+                    if yb.dtype.is_floating_point
+                    else torch.nn.functional.one_hot(yb, n_out).to(xb.dtype)
+                )
+                yb = lam * soft + (1.0 - lam) * soft[perm]
+            else:
+                yb = lam * yb + (1.0 - lam) * yb[perm]
+        return xb, yb
 
     def train_step(self, xb: Any, yb: Any, optimizer: Any) -> float:
         """One optimisation step; returns the batch loss."""
@@ -85,11 +149,20 @@ class TorchTrainer:
         return float(loss.detach())
 
     def validation_loss(self, X: Any, y: Any) -> float:
-        """Loss on a whole validation set, in eval mode."""
+        """Loss on a whole validation set, in eval mode.
+
+        Temperature-scaled when ``calibrate`` (the temperature is kept in
+        ``_epoch_temperature``).
+        """
         torch = _torch()
         self.module.eval()
         with torch.no_grad():
-            return float(self.get_loss(self.forward(X), y))
+            out = self.forward(X)
+            if not self.calibrate:
+                return float(self.get_loss(out, y))
+            t, loss = fit_temperature(out, y)
+            self._epoch_temperature = t
+            return loss
 
     def forward(self, X: Any) -> Any:
         """Batched inference, returning raw outputs."""
@@ -101,17 +174,42 @@ class TorchTrainer:
                 outs.append(self.module(X[i : i + 8192]))
         return torch.cat(outs) if outs else torch.zeros((0, 1))
 
+    def _scheduler(self, opt: Any, steps_per_epoch: int) -> Any:
+        lr = _torch().optim.lr_scheduler
+        if self.schedule == "cosine":
+            return lr.CosineAnnealingLR(opt, T_max=self.max_epochs)
+        if self.schedule == "onecycle":
+            return lr.OneCycleLR(
+                opt,
+                max_lr=self.lr,
+                total_steps=max(1, self.max_epochs * steps_per_epoch),
+                pct_start=0.3,
+            )
+        if self.schedule == "plateau":
+            return lr.ReduceLROnPlateau(
+                opt, factor=0.2, patience=max(2, self.patience // 2)
+            )
+        return None
+
     def fit_loop(self, X: Any, y: Any, X_val: Any, y_val: Any) -> TorchTrainer:
-        """Epochs of shuffled mini-batches until early stopping."""
+        """Epochs of shuffled mini-batches until early stopping.
+
+        ``history_`` gets one dict per epoch (train and validation loss, LR);
+        the best validation weights are restored and ``best_valid_loss_`` set.
+        """
         torch = _torch()
         gen = torch.Generator().manual_seed(self.seed)
         opt = torch.optim.AdamW(
             self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
         )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
+        n = len(X)
+        steps = sum(
+            1 for i in range(0, n, self.batch_size) if min(self.batch_size, n - i) >= 2
+        )
+        sched = self._scheduler(opt, steps)
+        self._n_out = int(self.forward(X[:2]).shape[-1]) if self.mixup > 0 else 0
         best, best_state, waited = math.inf, copy.deepcopy(self.module.state_dict()), 0
         self.history_: list[dict[str, float]] = []
-        n = len(X)
         for epoch in range(self.max_epochs):
             order = torch.randperm(n, generator=gen).to(X.device)
             losses = []
@@ -119,22 +217,33 @@ class TorchTrainer:
                 idx = order[i : i + self.batch_size]
                 if len(idx) < 2:  # a batch of one breaks nothing but wastes a step
                     continue
-                losses.append(self.train_step(X[idx], y[idx], opt))
-            sched.step()
+                xb, yb = self.augment(X[idx], y[idx], gen)
+                losses.append(self.train_step(xb, yb, opt))
+                if self.schedule == "onecycle":
+                    sched.step()
             val = self.validation_loss(X_val, y_val)
+            if self.schedule == "plateau":
+                sched.step(val)
+            elif sched is not None and self.schedule != "onecycle":
+                sched.step()
             self.history_.append(
                 {
                     "epoch": epoch,
                     "train_loss": float(np.mean(losses)),
                     "valid_loss": val,
+                    "lr": float(opt.param_groups[0]["lr"]),
                 }
             )
+            if self.calibrate:
+                self.history_[-1]["temperature"] = self._epoch_temperature
             if val < best - 1e-5:
                 best, best_state, waited = (
                     val,
                     copy.deepcopy(self.module.state_dict()),
                     0,
                 )
+                if self.calibrate:
+                    self.temperature_ = self._epoch_temperature
             else:
                 waited += 1
                 if waited >= self.patience:
@@ -142,6 +251,36 @@ class TorchTrainer:
         self.module.load_state_dict(best_state)
         self.best_valid_loss_ = best
         return self
+
+
+def fit_temperature(logits: Any, y: Any) -> tuple[float, float]:
+    """The softmax temperature minimising cross-entropy, and that loss.
+
+    Golden-section search on log T in [-3, 3] (T from 0.05 to 20); the loss is
+    unimodal in log T for fixed logits.
+    """
+    torch = _torch()
+    F = torch.nn.functional
+    logits = logits.float()
+
+    def loss(log_t: float) -> float:
+        return float(F.cross_entropy(logits / math.exp(log_t), y))
+
+    lo, hi = -3.0, 3.0
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(40):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = loss(b)
+    best = (a + b) / 2
+    return math.exp(best), loss(best)
 
 
 def build_mlp(n_in: int, n_out: int, width: int, depth: int, dropout: float) -> Any:
