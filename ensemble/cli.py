@@ -114,6 +114,13 @@ def fit(
         str | None,
         typer.Option(help="Object store of a new local Ray, e.g. 2GB or 512MB."),
     ] = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            help="An earlier complete run whose MLP weights this run starts from "
+            "(same feature schema)."
+        ),
+    ] = None,
     config_json: Annotated[
         str | None,
         typer.Option(hidden=True, help="The whole config as JSON (ensemble submit)."),
@@ -395,6 +402,7 @@ _FLAG_FIELDS = {
     "drop_columns": "drop_columns",
     "address": "address",
     "run_id": "run_id",
+    "warm_start": "warm_start",
 }
 
 
@@ -422,6 +430,10 @@ def nightly(
     force: Annotated[
         bool, typer.Option(help="Run although the date was already settled.")
     ] = False,
+    warm_start: Annotated[
+        bool,
+        typer.Option(help="MLP members start from the champion's weights."),
+    ] = True,
     address: Annotated[
         str | None, typer.Option(help="Ray address (default: RAY_ADDRESS or local).")
     ] = None,
@@ -452,7 +464,12 @@ def nightly(
             started = runtime.connect(config.address, num_cpus=num_cpus, verbose=level)
             try:
                 outcome = run_nightly(
-                    config, registry, day=date, margin=margin, force=force
+                    config,
+                    registry,
+                    day=date,
+                    margin=margin,
+                    force=force,
+                    warm_start=warm_start,
                 )
             finally:
                 runtime.shutdown(started)

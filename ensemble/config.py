@@ -90,6 +90,10 @@ class RunConfig:
         0 quiet, 1 one line per finished fit, 2 also Ray's own logs.
     report : bool, default=True
         Write ``report.html`` at the end of the run.
+    warm_start : str or None, default=None
+        A complete earlier run (path or URI) whose MLP fold models are the
+        starting weights of this run's MLP members (transfer learning; nightly
+        retraining). Its feature schema must match this data's.
     """
 
     data: str | None = None
@@ -114,6 +118,7 @@ class RunConfig:
     run_id: str | None = None
     verbose: int = 1
     report: bool = True
+    warm_start: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise list-like fields so YAML lists and CLI tuples compare equal.

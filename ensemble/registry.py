@@ -215,6 +215,7 @@ def nightly(
     margin: float = 0.0,
     force: bool = False,
     fit: Callable[..., Any] | None = None,
+    warm_start: bool = True,
 ) -> NightlyOutcome:
     """Retrain, compare with the champion on the same fresh holdout, maybe promote.
 
@@ -234,6 +235,9 @@ def nightly(
         Run even when ``day`` was already settled (promoted or kept).
     fit : callable, optional
         ``fit(config)`` → a complete run (default :func:`ensemble.runner.fit_run`).
+    warm_start : bool, default=True
+        MLP members start from the champion's MLP weights when the champion
+        has an MLP and the feature schema is unchanged (else they start cold).
 
     Returns
     -------
@@ -276,6 +280,8 @@ def nightly(
         snapshot = latest_snapshot(config.data or "")
         run_id = f"nightly-{day}-{uuid.uuid4().hex[:6]}"
         run_config = config.replace(data=snapshot, out=str(reg.runs), run_id=run_id)
+        if warm_start and champion and "mlp" in config.learners:
+            run_config = _with_warm_start(run_config, champion)
         outcome = NightlyOutcome(
             date=day,
             run_id=run_id,
@@ -305,6 +311,27 @@ def nightly(
             reg.promote(outcome)
         reg.record(outcome)
         return outcome
+
+
+def _with_warm_start(config: RunConfig, champion: dict[str, Any]) -> RunConfig:
+    """``config`` warm-starting from the champion, when its schema still fits."""
+    from .runner import load_and_prepare
+    from .warm import warm_source
+
+    try:
+        data = load_and_prepare(config)
+        warm_source(
+            champion["run_dir"],
+            {
+                "task": data.task,
+                "classes": data.classes,
+                "schema": data.schema.to_dict(),
+            },
+        )
+    except EnsembleError as exc:
+        logger.warning("nightly: MLP members start cold (%s)", exc)
+        return config
+    return config.replace(warm_start=str(champion["run_dir"]))
 
 
 def _compare(

@@ -189,6 +189,18 @@ def fit_run(
     from . import train
 
     train.check_object_store(data.X.nbytes + data.y.nbytes + data.fold.nbytes)
+    warm = None
+    if config.warm_start:  # checked before anything is written
+        from .warm import warm_source
+
+        warm = warm_source(
+            config.warm_start,
+            {
+                "task": data.task,
+                "classes": data.classes,
+                "schema": data.schema.to_dict(),
+            },
+        )
 
     if resume:
         if not config.run_id:
@@ -203,7 +215,9 @@ def fit_run(
     with run.lock():
         if resume:
             _check_resumable(run, config, data)
-        return _locked_run(config, data, run, metric, budget, on_fit, on_trial, resume)
+        return _locked_run(
+            config, data, run, metric, budget, on_fit, on_trial, resume, warm
+        )
 
 
 def _first_difference(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
@@ -244,6 +258,7 @@ def _locked_run(
     on_fit: Callable[[Any, int, int], None] | None,
     on_trial: Callable[[str, int, float], None] | None,
     resume: bool,
+    warm: Any = None,
 ) -> RunResult:
     t0 = budget.start
     if resume:
@@ -259,7 +274,7 @@ def _locked_run(
         _write_first_manifest(run, config, data, metric)
     try:
         result = _run_stages(
-            config, data, run, metric, budget, on_fit, on_trial, resume
+            config, data, run, metric, budget, on_fit, on_trial, resume, warm
         )
     except BaseException as exc:
         run.write_manifest(
@@ -315,6 +330,7 @@ def _run_stages(
     on_fit: Callable[[Any, int, int], None] | None,
     on_trial: Callable[[str, int, float], None] | None,
     resume: bool = False,
+    warm: Any = None,
 ) -> RunResult:
     from . import train  # Ray is imported only here, at run time
 
@@ -329,10 +345,12 @@ def _run_stages(
         members_specs = _member_specs(
             config, data, run, metric, budget, on_trial, resume
         )
+        if warm is not None:
+            members_specs = [warm.adapt(spec) for spec in members_specs]
         run.save_checkpoint("members.pkl", members_specs)
     t_fit = time.monotonic()
     outcome = _fit_members(
-        config, data, run, members_specs, budget.fit_end, on_fit, resume
+        config, data, run, members_specs, budget.fit_end, on_fit, resume, warm
     )
     fit_wall = time.monotonic() - t_fit
     cols = pred_columns(data.classes)
@@ -525,6 +543,7 @@ def _fit_members(
     deadline: float | None,
     on_fit: Callable[[Any, int, int], None] | None,
     resume: bool = False,
+    warm: Any = None,
 ) -> Any:
     """Fit every (member, fold) on Ray actors; raise if no member survived.
 
@@ -558,6 +577,11 @@ def _fit_members(
                     # family first, so the limit drops second-best and slow
                     # members, never the cheap strong ones (boosters).
                     priority=spec.rank + cost / 1e18 if deadline is not None else 0,
+                    init_state=(
+                        warm.state(spec.name, spec.learner, k)
+                        if warm is not None
+                        else None
+                    ),
                 )
             )
     params_of = {spec.name: spec.params for spec in specs}

@@ -59,6 +59,8 @@ class FitTask:
     # Lower first. Without a deadline every task has priority 0 and the
     # longest fit goes first (shortest makespan).
     priority: float = 0.0
+    # Warm start: the saved model (bytes) whose weights the fit starts from.
+    init_state: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -182,6 +184,8 @@ class _FitWorker:
             context, n_threads=self.n_threads, device="cuda" if use_gpu else "cpu"
         )
         learner = get(task.learner)(task.params, context=ctx)
+        if task.init_state is not None:
+            learner.init_state = task.init_state  # type: ignore[attr-defined]
         t0 = time.perf_counter()
         learner.fit(X[train], y[train])
         fit_s = time.perf_counter() - t0

@@ -203,3 +203,51 @@ def test_nightly_cli(ray_session, snaps, tmp_path):
     res = runner.invoke(app, [*args[:-1], "2026-13-01"])
     assert res.exit_code == 2
     assert "is not a date; use YYYY-MM-DD" in res.output
+
+
+def test_mlp_members_warm_start_from_the_champion(ray_session, snaps, tmp_path):
+    reg = tmp_path / "reg"
+    cfg = config(
+        snaps,
+        learners=("mlp",),
+        learner_params={"mlp": {"width": 32, "max_epochs": 8}},
+    )
+    make_table(300, seed=1).to_parquet(snaps / "2026-11-01.parquet")
+    day1 = nightly(cfg, reg, day="2026-11-01")
+    make_table(300, seed=2).to_parquet(snaps / "2026-11-02.parquet")
+    day2 = nightly(cfg, reg, day="2026-11-02")
+    manifest = json.loads((reg / "runs" / day2.run_id / "manifest.json").read_text())
+    assert manifest["config"]["warm_start"] == day1.run_dir
+    # a new column: the schema changed, so the night starts cold (and still runs)
+    changed = make_table(300, seed=3)
+    changed["x3"] = np.arange(300) % 7 * 1.5
+    changed.to_parquet(snaps / "2026-11-03.parquet")
+    day3 = nightly(cfg, reg, day="2026-11-03")
+    manifest = json.loads((reg / "runs" / day3.run_id / "manifest.json").read_text())
+    assert manifest["config"]["warm_start"] is None
+    assert day3.status in ("promoted", "kept")
+    assert day3.champion_score is not None  # the extra column is ignored
+
+
+def test_warm_start_errors_before_anything_is_written(ray_session, snaps, tmp_path):
+    from ensemble.exceptions import ConfigError
+    from ensemble.runner import fit_run
+
+    make_table(300, seed=1).to_parquet(snaps / "a.parquet")
+    base = config(snaps, learners=("mlp",), out=str(tmp_path / "runs"))
+    first = fit_run(
+        base.replace(run_id="first", learner_params={"mlp": {"max_epochs": 3}})
+    )
+    other = make_table(300, seed=1).drop(columns=["x2"])
+    other.to_parquet(tmp_path / "other.parquet")
+    bad = base.replace(
+        data=str(tmp_path / "other.parquet"),
+        run_id="second",
+        warm_start=first.run_dir.location,
+    )
+    with pytest.raises(ConfigError, match=r"columns only there: \['x2'\]"):
+        fit_run(bad)
+    assert not (tmp_path / "runs" / "second").exists()
+    no_mlp = fit_run(base.replace(run_id="lin", learners=("linear",)))
+    with pytest.raises(ConfigError, match="has no MLP member"):
+        fit_run(base.replace(run_id="third", warm_start=no_mlp.run_dir.location))
