@@ -558,6 +558,79 @@ def predict(
 
 
 @app.command()
+def distill(
+    run_dir: Annotated[
+        str, typer.Argument(help="A complete run directory (path or URI).")
+    ],
+    student: Annotated[
+        str, typer.Option(help="The compact model: lgbm or mlp.")
+    ] = "lgbm",
+    augment: Annotated[
+        float,
+        typer.Option(help="Synthetic rows per training row, labelled by the ensemble."),
+    ] = 1.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train one compact student that mimics the run's chosen model.
+
+    Adds ``distilled_<student>`` to the run (leaderboard, holdout, models/):
+    holdout score, fidelity to the ensemble, prediction time per 1,000 rows.
+    """
+    from .compress import distill as run_distill
+
+    level = 0 if quiet else 1
+    _setup_logging(level)
+    try:
+        row = run_distill(run_dir, student=student, augment=augment)
+    except EnsembleError as exc:
+        _fail(exc, level)
+    console.print(
+        f"{row.name}: holdout {row['metric']} {row['holdout_score']:.5f} "
+        f"(teacher {row['teacher']}), fidelity {row['fidelity']:.4f}, "
+        f"{row['predict_ms_per_1k']:.2f} ms per 1,000 rows "
+        f"({row['speedup']:.1f}x faster than the teacher)",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def prune(
+    run_dir: Annotated[
+        str, typer.Argument(help="A complete run directory (path or URI).")
+    ],
+    sparsity: Annotated[
+        float, typer.Option(help="Share of the MLP weights set to zero.")
+    ] = 0.5,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
+    members: Annotated[
+        str | None, typer.Option(help="Comma-separated MLP members (default all).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Magnitude-prune the MLP members, fine-tune, and add them to the run.
+
+    Adds ``<member>_pruned`` (leaderboard, holdout, models/) and prune.parquet
+    (sparsity against the change in score).
+    """
+    from .compress import prune as run_prune
+
+    level = 0 if quiet else 1
+    _setup_logging(level)
+    names = [m.strip() for m in members.split(",") if m.strip()] if members else None
+    try:
+        table = run_prune(run_dir, sparsity=sparsity, epochs=epochs, members=names)
+    except EnsembleError as exc:
+        _fail(exc, level)
+    for _, r in table.iterrows():
+        console.print(
+            f"{r['pruned_member']}: sparsity {r['sparsity']:.3f}, holdout "
+            f"{r['metric']} {r['holdout_before']:.5f} -> {r['holdout_after']:.5f} "
+            f"({r['holdout_delta']:+.5f})",
+            soft_wrap=True,
+        )
+
+
+@app.command()
 def report(
     run_dir: Annotated[
         str, typer.Argument(help="A complete run directory (path or URI).")

@@ -58,15 +58,26 @@ class FittedEnsemble:
         self.drop_columns: tuple[str, ...] = tuple(config.get("drop_columns") or ())
         self.members: list[str] = list(manifest["members"])
         fusions: list[str] = list(manifest.get("fusions") or [])
+        # Added later by `ensemble prune` / `ensemble distill`.
+        pruned: list[str] = list(manifest.get("pruned") or [])
+        students: list[str] = list((manifest.get("distilled") or {}).keys())
         self.model: str = model or manifest["best"]
-        if self.model not in self.members and self.model not in fusions:
+        known = self.members + fusions + pruned + students
+        if self.model not in known:
             raise RunStateError(
                 f"model {self.model!r} is not in run {self.run.run_id!r}; choose "
-                f"one of {', '.join(self.members + fusions)}"
+                f"one of {', '.join(known)}"
             )
         self.fusion_: Any = None
+        self.student_: Any = None
         self.fold_models_: dict[str, list[Learner]] = {}
         if not load_models:
+            return
+        if self.model in students:
+            from .compress import Student
+
+            self.student_ = Student.load(self.run.path / "models" / self.model)
+            self.member_names_ = []
             return
         needed = [self.model]
         if self.model in fusions:
@@ -110,7 +121,12 @@ class FittedEnsemble:
             )
         if strict:
             known = {*self.schema.columns, self.target, *self.drop_columns, *allow}
-            extra = [str(c) for c in frame.columns if c not in known]
+            # pandas writes a non-default index as `__index_level_N__`: not data
+            extra = [
+                str(c)
+                for c in frame.columns
+                if c not in known and not str(c).startswith("__index_level_")
+            ]
             if extra:
                 raise DataError(
                     f"columns not seen in training: {extra[:10]}; drop them, name "
@@ -132,10 +148,15 @@ class FittedEnsemble:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Probabilities ``(n, n_classes)`` (classification) or values ``(n,)``."""
-        if not self.fold_models_:
+        if not self.fold_models_ and self.student_ is None:
             raise RunStateError("models were not loaded (load_models=False)")
         self.check_frame(frame, strict=False)
-        X = self.schema.transform(frame)
+        return self.predict_matrix(self.schema.transform(frame))
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`predict_proba` on rows already encoded by ``schema.transform``."""
+        if self.student_ is not None:
+            return np.asarray(self.student_.predict(X))
         preds = [
             np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
             for m in self.member_names_
