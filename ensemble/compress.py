@@ -172,7 +172,9 @@ class Student:
         ctx = self.context
         cats: Any = [int(i) for i in np.flatnonzero(ctx.cat_mask)] or "auto"
         base = {
-            "learning_rate": 0.05,
+            # Soft targets keep improving slowly: at 0.05 adult's student grew to
+            # 2,435 trees (56 ms per 1,000 rows); 0.1 halves the trees.
+            "learning_rate": 0.1,
             "num_leaves": 63,  # one model replaces many: a little more capacity
             "min_child_samples": 20,
             "num_threads": max(1, ctx.n_threads),
@@ -190,7 +192,7 @@ class Student:
             booster = lgb.train(
                 {**base, "objective": objective},
                 dtrain,
-                num_boost_round=3000,
+                num_boost_round=2000,
                 valid_sets=[dvalid],
                 callbacks=[lgb.early_stopping(50, verbose=False)],
             )
