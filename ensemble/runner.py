@@ -480,6 +480,78 @@ class _Budget:
         return self._at(0.96)  # leaves time to write the run directory
 
 
+#: Below this, a search finishes too few trials to beat the defaults.
+MIN_TUNE_S = 20.0
+
+
+def _slots() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _fold_seconds(key: str, data: PreparedData, n_folds: int) -> float:
+    n_fold_train = int((data.fold >= 0).sum() * (n_folds - 1) / max(n_folds, 1))
+    return get(key).expected_seconds(n_fold_train, data.X.shape[1], data.n_classes)
+
+
+def _tuning_budget(config: RunConfig, data: PreparedData, budget: _Budget) -> float:
+    """Seconds of tuning the time limit affords (0 = fit the defaults only).
+
+    The member fits come first: each family's top_n configurations x folds,
+    at the learners' calibrated fit times over the cluster's CPUs, with 20%
+    slack. Tuning gets what is left before the fit deadline (at most 45% of
+    the limit); below MIN_TUNE_S a search would finish too few trials to beat
+    the defaults, so none runs and the defaults are fitted at once.
+    """
+    assert budget.limit is not None and budget.fit_end is not None
+    slots = max(1, _slots() // max(1, config.cpus_per_fit))
+    need = sum(
+        _fold_seconds(k, data, config.n_folds) * config.n_folds for k in config.learners
+    )
+    need_wall = 1.2 * need * config.top_n / slots
+    available = budget.fit_end - time.monotonic()
+    tune_s = min(0.45 * budget.limit, available - need_wall)
+    if tune_s < MIN_TUNE_S:
+        logger.info(
+            "budget: no tuning (member fits need ~%.0f s of the %.0f s left)",
+            need_wall,
+            available,
+        )
+        return 0.0
+    logger.info("budget: %.0f s of tuning, ~%.0f s for the fits", tune_s, need_wall)
+    return tune_s
+
+
+def _plan_members(
+    specs: list[Any], data: PreparedData, config: RunConfig, deadline: float
+) -> tuple[list[Any], list[str]]:
+    """Members whose every fold can start and end before ``deadline``.
+
+    Cheapest first (each family's best configuration before any second-best):
+    a member is kept while the estimated CPU-seconds of the kept ones fit in
+    the time left on all slots (with 30% slack); the cheapest is always kept.
+    """
+    slots = max(1, _slots() // max(1, config.cpus_per_fit))
+    left = max(0.0, deadline - time.monotonic()) * slots * 1.3
+    order = sorted(
+        specs, key=lambda s: (s.rank, _fold_seconds(s.learner, data, config.n_folds))
+    )
+    kept: list[Any] = []
+    skipped: list[str] = []
+    used = 0.0
+    for spec in order:
+        cost = _fold_seconds(spec.learner, data, config.n_folds) * config.n_folds
+        if kept and used + cost > left:
+            skipped.append(spec.name)
+            continue
+        kept.append(spec)
+        used += cost
+    if skipped:
+        logger.info("budget: not fitting %s (not enough time left)", ", ".join(skipped))
+    return [s for s in specs if s in kept], skipped
+
+
 def _member_specs(
     config: RunConfig,
     data: PreparedData,
@@ -492,7 +564,10 @@ def _member_specs(
     """Members: tuned configurations, or each learner's defaults (plus overrides)."""
     from .tune import MemberSpec, _empty_trials, tune_learners
 
-    if not config.tuning:
+    tune_s = budget.tune_s
+    if config.tuning and budget.limit is not None and not config.n_trials:
+        tune_s = _tuning_budget(config, data, budget)
+    if not config.tuning or (tune_s is not None and tune_s <= 0):
         run.write_table("trials.parquet", _empty_trials())
         return [
             MemberSpec(
@@ -509,7 +584,7 @@ def _member_specs(
         _context(config, data),
         metric=metric,
         storage=run.path / "tune",
-        time_budget_s=budget.tune_s,
+        time_budget_s=tune_s,
         n_trials=config.n_trials,
         top_n=config.top_n,
         search=config.search,
@@ -552,6 +627,9 @@ def _fit_members(
     """
     from . import train
 
+    budget_skipped: list[str] = []
+    if deadline is not None:
+        specs, budget_skipped = _plan_members(specs, data, config, deadline)
     done: dict[tuple[str, int], Any] = {}
     if resume:
         for entry in run.load_checkpoints("fits/"):
@@ -563,7 +641,7 @@ def _fit_members(
     tasks = []
     for spec in specs:
         cls = get(spec.learner)
-        cost = cls.expected_cost(n_train, data.X.shape[1])
+        cost = cls.expected_seconds(n_train, data.X.shape[1], data.n_classes)
         for k in range(config.n_folds):
             tasks.append(
                 train.FitTask(
@@ -615,6 +693,7 @@ def _fit_members(
         on_result=on_result,
         env_vars=storage.credentials_env() if run.remote is not None else None,
     )
+    outcome.skipped = sorted({*outcome.skipped, *budget_skipped})
     dropped = set(outcome.failed) | set(outcome.skipped)
     outcome.results = sorted(
         [*outcome.results, *(r for r in reused if r.member not in dropped)],
@@ -649,12 +728,27 @@ def _oof_frames(
     return frames
 
 
+#: Relative cost of scoring each fusion by nested CV (adult: two_level 21 s,
+#: selection 8 s, neural 8 s, stacking_lgbm 2 s, the others < 0.5 s).
+FUSION_COST = {
+    "average": 0,
+    "weighted": 1,
+    "stacking": 2,
+    "stacking_nonneg": 3,
+    "stacking_lgbm": 4,
+    "neural": 5,
+    "selection": 6,
+    "two_level": 7,
+}
+
+
 def _fusion_specs(
     config: RunConfig, metric: str, n_members: int
 ) -> list[tuple[str, dict[str, Any]]]:
     """(key, params) of each configured fusion that has enough members."""
     specs = []
-    for key in config.fusions:
+    # Cheapest first: under a deadline the slow ones are the ones dropped.
+    for key in sorted(config.fusions, key=lambda k: FUSION_COST.get(k, 9)):
         proto = fusion_mod.make(key)
         if n_members < proto.min_members:
             logger.info("fusion %s skipped: it needs more members", key)

@@ -53,7 +53,7 @@ class RandomForestLearner(_ForestLearner):
     """Random forest (sklearn; handles missing values natively)."""
 
     key = "rf"
-    relative_cost = 6.0
+    relative_cost = 10.0
     _classes = (RandomForestClassifier, RandomForestRegressor)
 
 
@@ -62,5 +62,5 @@ class ExtraTreesLearner(_ForestLearner):
     """Extremely randomised trees (sklearn; handles missing values natively)."""
 
     key = "et"
-    relative_cost = 3.0
+    relative_cost = 8.0
     _classes = (ExtraTreesClassifier, ExtraTreesRegressor)

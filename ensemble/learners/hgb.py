@@ -22,7 +22,8 @@ class HGBLearner(Learner):
     """HistGradientBoosting with native categoricals and early stopping."""
 
     key = "hgb"
-    relative_cost = 1.5
+    relative_cost = 3.2
+    per_class = 1.0  # one tree per class per boosting round
     default_params: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.06,  # with early stopping, slower rates generalise better
         "max_iter": 1000,  # an upper bound: early stopping ends far sooner

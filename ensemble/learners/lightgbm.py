@@ -16,7 +16,8 @@ class LightGBMLearner(Learner):
     """LightGBM with native categoricals and early stopping on an inner split."""
 
     key = "lgbm"
-    relative_cost = 1.0
+    relative_cost = 2.3
+    per_class = 1.0  # one tree per class per boosting round
     _model_file = "model.txt"
     default_params: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.05,  # half the default; early stopping picks the rounds
