@@ -29,6 +29,8 @@ from .exceptions import ConfigError, EnsembleError
 __all__ = ["JobFailed", "SubmitResult", "prepare_config", "submit_fit"]
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: How long a just-started head may take to bring up its job agent.
+AGENT_WAIT_S = 90.0
 
 
 class JobFailed(EnsembleError):
@@ -183,18 +185,27 @@ def submit_fit(
     if ship_package:
         runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
     client = _client(address)
-    try:
-        client.submit_job(
-            entrypoint=entrypoint(config),
-            submission_id=job_id,
-            runtime_env=runtime_env,
-            metadata={"ensemble_run": run_location(config)},
-        )
-    except Exception as exc:  # noqa: BLE001 - the SDK raises RuntimeError on 4xx
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConfigError(
-            f"the cluster refused job {job_id!r}: {first[:300]}"
-        ) from None
+    # A head that has just started answers "No available agent to submit job"
+    # until its job agent is up: that one is retried for a while.
+    end = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(
+                entrypoint=entrypoint(config),
+                submission_id=job_id,
+                runtime_env=runtime_env,
+                metadata={"ensemble_run": run_location(config)},
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - the SDK raises RuntimeError
+            text = str(exc).strip()
+            if "No available agent" in text and time.monotonic() < end:
+                time.sleep(2)
+                continue
+            first = text.splitlines()[0] if text else ""
+            raise ConfigError(
+                f"the cluster refused job {job_id!r}: {first[:300]}"
+            ) from None
     result = SubmitResult(job_id, "PENDING", run_location(config))
     if not wait:
         return result

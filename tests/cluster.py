@@ -83,8 +83,16 @@ class LocalCluster:
 
     def _start(self, args: list[str]) -> None:
         log = open(self.log_dir / f"node{len(self.nodes)}.log", "wb")
+        # Ports with fixed defaults (the dashboard agent's HTTP port is 52365)
+        # would clash with the test session's own Ray and with other clusters:
+        # a clashing agent disables its HTTP server and Ray Jobs then answer
+        # "No available agent to submit job".
+        ports = [
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+        ]
         proc = subprocess.Popen(
-            [RAY, "start", *args, "--block", "--disable-usage-stats"],
+            [RAY, "start", *args, *ports, "--block", "--disable-usage-stats"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
