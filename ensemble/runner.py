@@ -523,6 +523,17 @@ def _tuning_budget(config: RunConfig, data: PreparedData, budget: _Budget) -> fl
     return tune_s
 
 
+def _priority(rank: int, seconds: float) -> float:
+    """Queue priority under a deadline (lower first): rank, then cheaper first.
+
+    ``seconds`` is scaled into (0, 0.1], so a family's best configuration
+    always precedes any second-best; the scale must stay far above float
+    resolution next to ``rank`` (an earlier ``cost / 1e18`` vanished there and
+    the queue fell back to longest-first).
+    """
+    return rank + min(max(seconds, 0.0), 1e6) / 1e7
+
+
 def _plan_members(
     specs: list[Any], data: PreparedData, config: RunConfig, deadline: float
 ) -> tuple[list[Any], list[str]]:
@@ -654,7 +665,7 @@ def _fit_members(
                     # Under a deadline: every family's best config first, cheapest
                     # family first, so the limit drops second-best and slow
                     # members, never the cheap strong ones (boosters).
-                    priority=spec.rank + cost / 1e18 if deadline is not None else 0,
+                    priority=_priority(spec.rank, cost) if deadline is not None else 0,
                     init_state=(
                         warm.state(spec.name, spec.learner, k)
                         if warm is not None

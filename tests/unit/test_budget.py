@@ -80,3 +80,10 @@ def test_fusions_are_scored_cheapest_first():
     config = RunConfig(fusions=("two_level", "neural", "average", "stacking"))
     keys = [k for k, _ in runner._fusion_specs(config, "roc_auc", 4)]
     assert keys == ["average", "stacking", "neural", "two_level"]
+
+
+def test_deadline_priority_orders_rank_then_cheapest():
+    p = runner._priority
+    assert p(1, 0.5) < p(1, 60.0) < p(1, 5000.0) < p(2, 0.1)
+    # distinguishable next to the rank at every realistic cost
+    assert p(1, 1.0) != p(1, 1.5) and p(1, 1e5) < p(2, 0.0)
