@@ -394,7 +394,7 @@ def _run_stages(
             H,
             data.X[hold_rows],
             metric=metric,
-            deadline=budget.fusion_end,
+            deadline=budget.fusion_deadline(),
         )
         if specs
         else []
@@ -478,6 +478,20 @@ class _Budget:
     @property
     def fusion_end(self) -> float | None:
         return self._at(0.96)  # leaves time to write the run directory
+
+    def fusion_deadline(self) -> float | None:
+        """The fusion stage's deadline, never less than a short floor from now.
+
+        Fits that started before the fit deadline run to their end and may eat
+        the fusion time; the floor (5% of the limit, 2-10 s) still lets the
+        cheap fusions (average, weighted, stacking: well under a second on
+        the shared tables) finish, so a late run still ends fused.
+        """
+        end = self.fusion_end
+        if end is None or self.limit is None:
+            return None
+        floor = min(10.0, max(2.0, 0.05 * self.limit))
+        return max(end, time.monotonic() + floor)
 
 
 #: Below this, a search finishes too few trials to beat the defaults.

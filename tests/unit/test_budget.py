@@ -87,3 +87,11 @@ def test_deadline_priority_orders_rank_then_cheapest():
     assert p(1, 0.5) < p(1, 60.0) < p(1, 5000.0) < p(2, 0.1)
     # distinguishable next to the rank at every realistic cost
     assert p(1, 1.0) != p(1, 1.5) and p(1, 1e5) < p(2, 0.0)
+
+
+def test_fusion_deadline_keeps_a_floor_after_late_fits():
+    late = runner._Budget(time.monotonic() - 200, 120)  # fits overran the limit
+    assert late.fusion_deadline() - time.monotonic() == pytest.approx(6.0, abs=0.5)
+    early = runner._Budget(time.monotonic(), 120)
+    assert early.fusion_deadline() == pytest.approx(early.start + 0.96 * 120)
+    assert runner._Budget(time.monotonic(), None).fusion_deadline() is None
