@@ -133,6 +133,13 @@ class RunDirectory:
         """Where the run lives: its URI, or its local path."""
         return self.remote if self.remote is not None else str(self.path)
 
+    @property
+    def out(self) -> str:
+        """The ``--out`` the run was written under: the parent URI or directory."""
+        if self.remote is not None:
+            return storage.parent_and_name(self.remote)[0]
+        return str(self.path.parent)
+
     def sync(self, name: str) -> None:
         """Upload ``name`` (a file or a directory of the run) to :attr:`remote`."""
         if self.remote is not None:

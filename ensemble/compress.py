@@ -202,7 +202,7 @@ class Student:
         import torch
 
         from .learners._preprocess import OneHotScaler
-        from .learners.mlp import MLPLearner, auto_batch_size
+        from .learners.mlp import MLPLearner, auto_batch_size, mlp_arch
         from .nn import TorchTrainer, build_mlp
 
         ctx = self.context
@@ -218,13 +218,7 @@ class Student:
         else:
             target = torch.as_tensor(T).float()
             n_out, loss = T.shape[1], "soft_ce"
-        self.arch_: dict[str, Any] = {
-            "n_in": Z.shape[1],
-            "n_out": n_out,
-            "width": int(p["width"]),
-            "depth": int(p["depth"]),
-            "dropout": float(p["dropout"]),
-        }
+        self.arch_ = mlp_arch(Z.shape[1], n_out, p)
         module = build_mlp(**self.arch_)
         trainer = TorchTrainer(
             module,

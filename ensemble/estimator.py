@@ -318,7 +318,7 @@ def load(
         n_trials=config.get("n_trials"),
         metric=config.get("metric"),
         learner_params=config.get("learner_params") or None,
-        out=_parent(fitted.run),
+        out=fitted.run.out,
     )
     columns = list(fitted.schema.columns)
     est._columns = columns
@@ -332,12 +332,3 @@ def load(
     est.leaderboard_ = fitted.run.read_table("leaderboard.parquet")
     est.ensemble_ = fitted
     return est
-
-
-def _parent(run: Any) -> str:
-    """The ``out`` a run directory was written under (a path or a URI)."""
-    if run.remote is not None:
-        from .storage import parent_and_name
-
-        return parent_and_name(run.remote)[0]
-    return str(run.path.parent)

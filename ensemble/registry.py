@@ -23,7 +23,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import date as date_cls
 from pathlib import Path
 from typing import Any
@@ -45,21 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = (
-    "date",
-    "run_id",
-    "run_dir",
-    "snapshot",
-    "status",
-    "promoted",
-    "reason",
-    "metric",
-    "challenger_score",
-    "champion_run_id",
-    "champion_score",
-    "n_scored",
-    "finished_at",
-)
 
 #: Outcomes that settle a date: a second run that day does nothing unless forced.
 SETTLED = ("promoted", "kept")
@@ -94,6 +79,10 @@ class NightlyOutcome:
     champion_score: float | None = None
     n_scored: int | None = None
     finished_at: str | None = None
+
+
+#: ``history.parquet``'s columns: the fields of :class:`NightlyOutcome`.
+HISTORY_COLUMNS = tuple(f.name for f in fields(NightlyOutcome))
 
 
 class Registry:

@@ -127,12 +127,7 @@ def resume_config(
         config = config.replace(
             **{k: v for k, v in changes.items() if k in ("verbose", "address")}
         )
-    out = (
-        storage.parent_and_name(run.remote)[0]
-        if run.remote is not None
-        else str(run.path.parent)
-    )
-    return config.replace(out=out, run_id=run.run_id)
+    return config.replace(out=run.out, run_id=run.run_id)
 
 
 def fit_run(

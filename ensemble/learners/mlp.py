@@ -121,13 +121,7 @@ class MLPLearner(Learner):
                 (y - self.y_mean_) / self.y_std_, dtype=torch.float32
             )
             n_out, loss = 1, "mse"
-        self.arch_ = {
-            "n_in": Z.shape[1],
-            "n_out": n_out,
-            "width": int(p["width"]),
-            "depth": int(p["depth"]),
-            "dropout": float(p["dropout"]),
-        }
+        self.arch_ = mlp_arch(Z.shape[1], n_out, p)
         module = build_mlp(**self.arch_)
         if self.init_state is not None:
             self.warm_started_ = load_warm_state(module, self.init_state, self.arch_)
@@ -204,6 +198,17 @@ class MLPLearner(Learner):
         self.model_.load_state_dict(blob["state_dict"])
         self.model_.eval()
         self.pre_ = joblib.load(path.with_suffix(".pre.joblib"))
+
+
+def mlp_arch(n_in: int, n_out: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`ensemble.nn.build_mlp` arguments of an MLP with ``params``."""
+    return {
+        "n_in": int(n_in),
+        "n_out": int(n_out),
+        "width": int(params["width"]),
+        "depth": int(params["depth"]),
+        "dropout": float(params["dropout"]),
+    }
 
 
 def auto_batch_size(value: Any, n_rows: int) -> int:

@@ -90,34 +90,16 @@ def test_noise_and_mixup_change_training_batches_only():
     gen = torch.Generator().manual_seed(0)
     xb = torch.zeros((8, 6))
     yb = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    t = TorchTrainer(
-        module,
-        loss="ce",
-        lr=1e-3,
-        weight_decay=0,
-        batch_size=8,
-        max_epochs=1,
-        patience=1,
-        seed=0,
-        noise_std=0.5,
-        mixup=0.4,
-    )
+    loop = {"lr": 1e-3, "weight_decay": 0, "batch_size": 8, "max_epochs": 1}
+    loop.update(patience=1, seed=0)
+    t = TorchTrainer(module, loss="ce", noise_std=0.5, mixup=0.4, **loop)
     t._n_out = 3
     xa, ya = t.augment(xb, yb, gen)
     assert 0.2 < float(xa.std()) < 1.0  # noise of about 0.5 sd (mixed)
     assert ya.shape == (8, 3) and torch.allclose(ya.sum(1), torch.ones(8))
     lam = float(ya.max(1).values.min())
     assert lam >= 0.5  # the row's own label keeps the larger share
-    plain = TorchTrainer(
-        module,
-        loss="ce",
-        lr=1e-3,
-        weight_decay=0,
-        batch_size=8,
-        max_epochs=1,
-        patience=1,
-        seed=0,
-    )
+    plain = TorchTrainer(module, loss="ce", **loop)
     xp, yp = plain.augment(xb, yb, gen)
     assert xp is xb and yp is yb
     # augmentation never touches validation: its loss is the plain loss
