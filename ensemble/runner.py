@@ -345,7 +345,7 @@ def _run_stages(
         run.save_checkpoint("members.pkl", members_specs)
     t_fit = time.monotonic()
     outcome = _fit_members(
-        config, data, run, members_specs, budget.fit_end, on_fit, resume, warm
+        config, data, run, members_specs, budget, on_fit, resume, warm
     )
     fit_wall = time.monotonic() - t_fit
     cols = pred_columns(data.classes)
@@ -471,6 +471,10 @@ class _Budget:
         return self._at(0.80)  # no new (member, fold) fit starts after this
 
     @property
+    def fit_finish(self) -> float | None:
+        return self._at(0.90)  # every fit should have ended by then
+
+    @property
     def fusion_end(self) -> float | None:
         return self._at(0.96)  # leaves time to write the run directory
 
@@ -504,21 +508,31 @@ def _fold_seconds(key: str, data: PreparedData, n_folds: int) -> float:
     return get(key).expected_seconds(n_fold_train, data.X.shape[1], data.n_classes)
 
 
+def _member_seconds(spec: Any, data: PreparedData, n_folds: int) -> float:
+    """Expected seconds of one fold of a member: its tuning trial's, if timed."""
+    measured = getattr(spec, "fold_s", None)  # members.pkl of older runs lack it
+    if measured is not None and measured > 0:
+        return float(measured)
+    return _fold_seconds(spec.learner, data, n_folds)
+
+
 def _tuning_budget(config: RunConfig, data: PreparedData, budget: _Budget) -> float:
     """Seconds of tuning the time limit affords (0 = fit the defaults only).
 
-    The member fits come first: each family's top_n configurations x folds,
-    at the learners' calibrated fit times over the cluster's CPUs, with 20%
-    slack. Tuning gets what is left before the fit deadline (at most 45% of
-    the limit); below MIN_TUNE_S a search would finish too few trials to beat
-    the defaults, so none runs and the defaults are fitted at once.
+    The member fits come first: each family's best configuration on every
+    fold, at the learners' calibrated fit times over the cluster's CPUs, with
+    20% slack (second-best configurations are extras the fit stage drops
+    first when time runs short). Tuning gets what is left before the fit
+    deadline (at most 45% of the limit); below MIN_TUNE_S a search would
+    finish too few trials to beat the defaults, so none runs and the defaults
+    are fitted at once.
     """
     assert budget.limit is not None and budget.fit_end is not None
     slots = max(1, _slots() // max(1, config.cpus_per_fit))
     need = sum(
         _fold_seconds(k, data, config.n_folds) * config.n_folds for k in config.learners
     )
-    need_wall = 1.2 * need * config.top_n / slots
+    need_wall = 1.2 * need / slots
     available = budget.fit_end - time.monotonic()
     tune_s = min(0.45 * budget.limit, available - need_wall)
     if tune_s < MIN_TUNE_S:
@@ -541,35 +555,6 @@ def _priority(rank: int, seconds: float) -> float:
     the queue fell back to longest-first).
     """
     return rank + min(max(seconds, 0.0), 1e6) / 1e7
-
-
-def _plan_members(
-    specs: list[Any], data: PreparedData, config: RunConfig, deadline: float
-) -> tuple[list[Any], list[str]]:
-    """Members whose every fold can start and end before ``deadline``.
-
-    Cheapest first (each family's best configuration before any second-best):
-    a member is kept while the estimated CPU-seconds of the kept ones fit in
-    the time left on all slots (with 30% slack); the cheapest is always kept.
-    """
-    slots = max(1, _slots() // max(1, config.cpus_per_fit))
-    left = max(0.0, deadline - time.monotonic()) * slots * 1.3
-    order = sorted(
-        specs, key=lambda s: (s.rank, _fold_seconds(s.learner, data, config.n_folds))
-    )
-    kept: list[Any] = []
-    skipped: list[str] = []
-    used = 0.0
-    for spec in order:
-        cost = _fold_seconds(spec.learner, data, config.n_folds) * config.n_folds
-        if kept and used + cost > left:
-            skipped.append(spec.name)
-            continue
-        kept.append(spec)
-        used += cost
-    if skipped:
-        logger.info("budget: not fitting %s (not enough time left)", ", ".join(skipped))
-    return [s for s in specs if s in kept], skipped
 
 
 def _member_specs(
@@ -635,7 +620,7 @@ def _fit_members(
     data: PreparedData,
     run: RunDirectory,
     specs: list[Any],
-    deadline: float | None,
+    budget: _Budget,
     on_fit: Callable[[Any, int, int], None] | None,
     resume: bool = False,
     warm: Any = None,
@@ -643,13 +628,13 @@ def _fit_members(
     """Fit every (member, fold) on Ray actors; raise if no member survived.
 
     Each finished fit is checkpointed as it arrives; on resume the fits whose
-    member, fold and parameters match a checkpoint are not run again.
+    member, fold and parameters match a checkpoint are not run again. Under a
+    time limit the fit stage plans (and re-plans as folds finish) which
+    members can finish by the fit deadline; the others are not fitted.
     """
     from . import train
 
-    budget_skipped: list[str] = []
-    if deadline is not None:
-        specs, budget_skipped = _plan_members(specs, data, config, deadline)
+    deadline = budget.fit_end
     done: dict[tuple[str, int], Any] = {}
     if resume:
         for entry in run.load_checkpoints("fits/"):
@@ -657,11 +642,10 @@ def _fit_members(
             result.resumed = True
             done[(result.member, result.fold)] = (entry["params"], result)
     ctx = _context(config, data)
-    n_train = int((data.fold >= 0).sum())
     tasks = []
     for spec in specs:
         cls = get(spec.learner)
-        cost = cls.expected_seconds(n_train, data.X.shape[1], data.n_classes)
+        cost = _member_seconds(spec, data, config.n_folds)
         for k in range(config.n_folds):
             tasks.append(
                 train.FitTask(
@@ -710,10 +694,10 @@ def _fit_members(
         run.model_target,
         cpus_per_fit=config.cpus_per_fit,
         deadline=deadline,
+        finish_by=budget.fit_finish,
         on_result=on_result,
         env_vars=storage.credentials_env() if run.remote is not None else None,
     )
-    outcome.skipped = sorted({*outcome.skipped, *budget_skipped})
     dropped = set(outcome.failed) | set(outcome.skipped)
     outcome.results = sorted(
         [*outcome.results, *(r for r in reused if r.member not in dropped)],

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from . import storage
+from . import schedule, storage
 from .exceptions import BaseLearnerFailed, DataError
 from .learners import FitContext, get
 
@@ -234,10 +234,18 @@ def fit_all(
     *,
     cpus_per_fit: int = 1,
     deadline: float | None = None,
+    finish_by: float | None = None,
     on_result: Callable[[FitResult, int, int], None] | None = None,
     env_vars: dict[str, str] | None = None,
 ) -> TrainOutcome:
     """Fit every task on a pool of actors, longest expected fit first.
+
+    Under a deadline the queue is re-planned at the start and as each fit
+    finishes (:func:`ensemble.schedule.doomed`, with fit times corrected by
+    the fits that finished): a member that can no longer start every fold
+    before ``deadline`` or end them before ``finish_by`` is dropped at once,
+    its running folds are stopped (their actors replaced), and its slots go to
+    the members that can still finish.
 
     Parameters
     ----------
@@ -254,6 +262,9 @@ def fit_all(
     deadline : float, optional
         ``time.monotonic()`` after which no new fit starts; members left with
         unfitted folds are dropped.
+    finish_by : float, optional
+        ``time.monotonic()`` by which every fit should have ended (only with
+        ``deadline``); members expected to end later are dropped.
     on_result : callable, optional
         Called with ``(result, n_done, n_total)`` as each fit finishes.
     env_vars : dict, optional
@@ -290,6 +301,8 @@ def fit_all(
     pending = sorted(tasks, key=queue_order)
     free = list(actors)
     running: dict[Any, tuple[tuple[Any, bool], FitTask]] = {}
+    dispatched: dict[Any, float] = {}  # ref -> time.monotonic() it was sent
+    estimates = schedule.Estimates()
     starting: dict[Any, tuple[Any, bool]] = {}  # ready() ref -> replacement actor
     lost: dict[int, int] = {}  # id(task) -> times its actor died under it
     results: list[FitResult] = []
@@ -313,7 +326,51 @@ def fit_all(
         failed[task.member] = f"fold {task.fold}: {reason}"
         pending[:] = [t for t in pending if t.member != task.member]
 
+    def replace_actor(actor: tuple[Any, bool]) -> None:
+        ray.kill(actor[0], no_restart=True)
+        actors.remove(actor)
+        if pending:  # a replacement only when there is work left for it
+            replacement = new_actor(actor[1])
+            actors.append(replacement)
+            starting[replacement[0].ready.remote()] = replacement
+
+    def replan() -> None:
+        """Drop the members that can no longer finish (see fit_all)."""
+        if deadline is None or not pending:
+            return
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        for t in tasks:
+            counts[t.member] = counts.get(t.member, 0) + 1
+        n_done: dict[str, int] = {}
+        for r in results:
+            n_done[r.member] = n_done.get(r.member, 0) + 1
+        drop = schedule.doomed(
+            pending,
+            [(t, now - dispatched[ref]) for ref, (_, t) in running.items()],
+            estimates,
+            cpu_slots=sum(1 for a in actors if not a[1]),
+            gpu_slots=sum(1 for a in actors if a[1]),
+            now=now,
+            start_by=deadline,
+            finish_by=finish_by,
+            finished=[m for m, n in n_done.items() if n == counts[m]],
+        )
+        if not drop:
+            return
+        logger.warning(
+            "time limit: not fitting %s (cannot finish every fold in time)",
+            ", ".join(drop),
+        )
+        skipped.update(drop)
+        pending[:] = [t for t in pending if t.member not in drop]
+        for ref, (actor, t) in list(running.items()):
+            if t.member in drop:
+                del running[ref]
+                replace_actor(actor)
+
     try:
+        replan()
         while pending or running:
             if deadline is not None and time.monotonic() > deadline and pending:
                 skipped.update(t.member for t in pending)
@@ -335,6 +392,7 @@ def fit_all(
                     model_dir(task.member, task.fold),
                 )
                 running[ref] = (actor, task)
+                dispatched[ref] = time.monotonic()
             free = idle
             if not running:
                 if pending and starting:  # only replacements left: wait for one
@@ -359,16 +417,12 @@ def fit_all(
                     task.fold,
                     _short(exc),
                 )
-                ray.kill(actor[0], no_restart=True)
-                actors.remove(actor)
                 if n > MAX_ACTOR_DEATHS:
                     fail(task, f"its actor died {n} times: {_short(exc)}")
                 else:
                     pending.append(task)
                     pending.sort(key=queue_order)  # stable: ties keep their order
-                replacement = new_actor(actor[1])
-                actors.append(replacement)
-                starting[replacement[0].ready.remote()] = replacement
+                replace_actor(actor)
                 continue
             except ray.exceptions.RayTaskError as exc:
                 free.append(actor)
@@ -376,8 +430,10 @@ def fit_all(
                 continue
             free.append(actor)
             results.append(result)
+            estimates.observe(task, time.monotonic() - dispatched.pop(done[0]))
             if on_result is not None:
                 on_result(result, len(results), len(tasks))
+            replan()
     finally:
         for ref in running:
             ray.cancel(ref)

@@ -50,6 +50,9 @@ class MemberSpec:
     learner: str
     params: dict[str, Any]
     rank: int = 1  # 1 = the family's best configuration
+    #: Expected seconds of one fold fit, from the tuning trial's measured time
+    #: (None: not tuned; the learner's calibrated estimate applies).
+    fold_s: float | None = None
 
 
 @dataclass
@@ -226,12 +229,9 @@ def tune_learners(
     stage_end = time.monotonic() + time_budget_s if time_budget_s else None
     tuned = list(learners)
     if time_budget_s:
-        # A family needs ~MIN_FAMILY_S to finish even its default trial; with
-        # less, tune only the cheapest families and keep the others' defaults.
-        n_fit = max(1, int(time_budget_s // MIN_FAMILY_S))
-        tuned = sorted(learners, key=lambda k: get(k).relative_cost)[:n_fit]
+        tuned = _families_to_tune(learners, X, context, n_folds, n_cpu, time_budget_s)
         if len(tuned) < len(learners):
-            logger.info("budget tunes only %s", ", ".join(tuned))
+            logger.info("budget tunes only %s", ", ".join(tuned) or "no family")
     storage = Path(storage).absolute()
     # Save Tune's experiment state every second (default: adaptive, often
     # tens of seconds), so a killed driver loses at most the last second.
@@ -336,7 +336,16 @@ def tune_learners(
         for rank, (_, row) in enumerate(finished.head(top_n).iterrows()):
             name = key if rank == 0 else f"{key}_{rank + 1}"
             params = cls.check_params(json.loads(row.params))
-            members.append(MemberSpec(name, key, params, rank + 1))
+            fold_s = row.time_s / n_folds * cls.tuning_cost_ratio
+            members.append(
+                MemberSpec(
+                    name,
+                    key,
+                    params,
+                    rank + 1,
+                    fold_s=float(fold_s) if math.isfinite(fold_s) else None,
+                )
+            )
             chosen.append(row.trial_id)
             trials.loc[trials.trial_id == row.trial_id, "member"] = name
         if not chosen:  # no trial finished in time: the defaults still serve
@@ -353,6 +362,48 @@ def tune_learners(
         tmp.replace(done_file)
     all_trials = pd.concat(frames, ignore_index=True) if frames else _empty_trials()
     return TuneOutcome(members, all_trials)
+
+
+#: A family is tuned only when its budget affords this many full trials
+#: (ASHA stops poor trials after a fold, so that is several more configs).
+MIN_TRIALS = 3
+
+
+def _families_to_tune(
+    learners: Sequence[str],
+    X: np.ndarray,
+    context: FitContext,
+    n_folds: int,
+    n_cpu: int,
+    time_budget_s: float,
+) -> list[str]:
+    """The families a tuning budget is spent on, in the order given.
+
+    A family needs ~MIN_FAMILY_S to finish even its default trial: with less
+    per family, only the ``tune_priority`` first (boosters) are tuned. In that
+    order, a family is added while every chosen family's share of the budget
+    still affords MIN_TRIALS of its trials (every fold, at the calibrated fit
+    time) on the cluster's CPUs; the others keep their defaults.
+    """
+    fold_rows = int(X.shape[0] * (n_folds - 1) / max(n_folds, 1))
+
+    def trial_s(key: str) -> float:
+        cls = get(key)
+        fold = cls.expected_seconds(fold_rows, X.shape[1], context.n_classes)
+        return fold * n_folds / cls.tuning_cost_ratio
+
+    n_fit = max(1, int(time_budget_s // MIN_FAMILY_S))
+    chosen: list[str] = []
+    dearest = 0.0  # the costliest trial among the chosen families
+    for key in sorted(learners, key=lambda k: get(k).tune_priority):
+        if len(chosen) == n_fit:
+            break
+        worst = max(dearest, trial_s(key))
+        # every chosen family still affords MIN_TRIALS in its share
+        if MIN_TRIALS * worst <= time_budget_s / (len(chosen) + 1) * n_cpu:
+            chosen.append(key)
+            dearest = worst
+    return [k for k in learners if k in chosen]
 
 
 def _empty_trials() -> pd.DataFrame:

@@ -89,6 +89,12 @@ class Learner(ABC):
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Parameters set during tuning trials only (speed; refit is uniform gain).
     tuning_overrides: ClassVar[dict[str, Any]] = {}
+    #: A member's fold fit time over its tuning trial's fold time (the
+    #: overrides make trials cheaper: half the trees, no refit).
+    tuning_cost_ratio: ClassVar[float] = 1.0
+    #: When the time limit affords tuning only some families, the lower
+    #: ``tune_priority`` are tuned first (boosters gain most from tuning).
+    tune_priority: ClassVar[int] = 5
     _model_file: ClassVar[str] = "model.bin"
 
     def __init__(

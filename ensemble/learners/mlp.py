@@ -28,6 +28,7 @@ class MLPLearner(Learner):
     key = "mlp"
     uses_gpu = True
     relative_cost = 30.0
+    tune_priority = 3
     _model_file = "model.pt"
     # Defaults measured on letter (26 classes, 16k rows; one fold, holdout
     # accuracy): the old 256-wide net with 40 epochs / patience 6 stopped at 93.1%;

@@ -50,30 +50,37 @@ def test_tuning_only_when_the_fits_leave_time_for_it():
     assert runner._tuning_budget(tight, small, budget(40)) == 0.0  # < MIN_TUNE_S
 
 
-def test_plan_members_keeps_the_cheap_ones_that_fit():
-    config = RunConfig(learners=("linear", "lgbm", "mlp", "rf"))
-    d = data(600_000, 50)  # 400k rows per fold: linear ~8 s, lgbm ~46 s, rf ~200 s
-    specs = [MemberSpec(k, k, {}) for k in ("mlp", "rf", "lgbm", "linear")]
-    kept, skipped = runner._plan_members(specs, d, config, time.monotonic() + 120)
-    assert [s.name for s in kept] == ["lgbm", "linear"]  # input order kept
-    assert skipped == ["rf", "mlp"]  # cheapest first, the rest does not fit
-    kept, skipped = runner._plan_members(specs, d, config, time.monotonic() + 1)
-    assert [s.name for s in kept] == ["linear"] and len(skipped) == 3
-    kept, skipped = runner._plan_members(specs, d, config, time.monotonic() + 1e6)
-    assert len(kept) == 4 and skipped == []
+def test_tuning_budget_counts_each_family_once():
+    """Second-best configs are extras the fit stage drops first: not reserved."""
+    d = data(20_000, 8, n_classes=0)
+    one = RunConfig(learners=("linear", "lgbm", "xgb"), time_limit=120, top_n=1)
+    three = RunConfig(learners=("linear", "lgbm", "xgb"), time_limit=120, top_n=3)
+    b = budget(120)
+    assert runner._tuning_budget(one, d, b) == pytest.approx(
+        runner._tuning_budget(three, d, b), abs=0.5
+    )
+    assert runner._tuning_budget(three, d, b) > 0
 
 
-def test_second_best_configs_come_after_every_family_best():
-    config = RunConfig(learners=("linear", "lgbm"))
-    d = data(600_000, 50)
-    specs = [
-        MemberSpec("lgbm", "lgbm", {}, 1),
-        MemberSpec("linear_2", "linear", {}, 2),
-        MemberSpec("linear", "linear", {}, 1),
-    ]
-    # room for linear (~40 s) + lgbm (~230 s) but not a third member
-    kept, skipped = runner._plan_members(specs, d, config, time.monotonic() + 110)
-    assert {s.name for s in kept} == {"lgbm", "linear"} and skipped == ["linear_2"]
+def test_member_seconds_prefers_the_timed_trial():
+    d = data(60_000, 10)
+    timed = MemberSpec("lgbm", "lgbm", {}, 1, fold_s=7.5)
+    untimed = MemberSpec("lgbm", "lgbm", {}, 1)
+    assert runner._member_seconds(timed, d, 5) == 7.5
+    assert runner._member_seconds(untimed, d, 5) == pytest.approx(
+        get("lgbm").expected_seconds(40_000, 10, 2)
+    )
+
+
+def test_forest_regression_costs_more_than_classification():
+    for key, factor in (("rf", 6.5), ("et", 3.5)):
+        cls = get(key)
+        clf = cls.expected_seconds(100_000, 10, 2)
+        assert cls.expected_seconds(100_000, 10, 0) == pytest.approx(factor * clf)
+    lgbm = get("lgbm")
+    assert lgbm.expected_seconds(100_000, 10, 0) == lgbm.expected_seconds(
+        100_000, 10, 2
+    )
 
 
 def test_fusions_are_scored_cheapest_first():
@@ -95,3 +102,19 @@ def test_fusion_deadline_keeps_a_floor_after_late_fits():
     early = runner._Budget(time.monotonic(), 120)
     assert early.fusion_deadline() == pytest.approx(early.start + 0.96 * 120)
     assert runner._Budget(time.monotonic(), None).fusion_deadline() is None
+
+
+def test_short_tuning_budgets_go_to_the_boosters_they_can_afford():
+    from ensemble.learners import FitContext
+    from ensemble.tune import _families_to_tune
+
+    ctx = FitContext(task="regression", n_classes=0, cat_mask=(), n_categories=())
+    keys = ("linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp")
+    small = np.zeros((16_000, 8), np.float32)
+    # 37 s affords one family (MIN_FAMILY_S = 20): LightGBM, not linear
+    assert _families_to_tune(keys, small, ctx, 5, 2, 37.0) == ["lgbm"]
+    assert _families_to_tune(keys, small, ctx, 5, 2, 70.0) == ["hgb", "lgbm", "xgb"]
+    # letter-like: 26 classes make an XGBoost trial (~140 s) too dear
+    letter = FitContext(task="multiclass", n_classes=26, cat_mask=(), n_categories=())
+    big = np.zeros((16_000, 16), np.float32)
+    assert _families_to_tune(keys, big, letter, 5, 2, 200.0) == ["rf", "hgb", "lgbm"]

@@ -1,0 +1,58 @@
+"""The fit stage re-plans under a deadline as folds finish (real Ray actors)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ensemble.learners import FitContext
+
+
+def _data(n: int = 4000, n_folds: int = 10):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 10)).astype(np.float32)
+    y = (X[:, 0] + rng.normal(size=n) > 0).astype(np.int64)
+    fold = np.arange(n) % (n_folds + 1) - 1  # fold -1 = holdout
+    return X, y, fold
+
+
+def test_a_member_far_over_its_estimate_is_dropped_early(ray_session, tmp_path):
+    """rf claims 0.05 s a fold but takes ~10 s: after its first folds the plan
+    sees that its ten folds cannot start by the deadline, drops it (stopping
+    its running folds) and gives the slots to linear, which finishes. Without
+    re-planning rf would hold both slots until the deadline and linear, queued
+    behind it, would never start."""
+    from ensemble import train
+
+    X, y, fold = _data()
+    ctx = FitContext(
+        task="binary",
+        n_classes=2,
+        cat_mask=(False,) * 10,
+        n_categories=(0,) * 10,
+        seed=0,
+    )
+    tasks = [
+        train.FitTask("slow_rf", "rf", {"n_estimators": 1500}, k, 0.05, False, 0.0)
+        for k in range(10)
+    ] + [train.FitTask("linear", "linear", {}, k, 0.01, False, 1.0) for k in range(10)]
+    started = {"slow_rf": 0, "linear": 0}
+
+    def on_result(result, n_done, n_total):
+        started[result.member] += 1
+
+    t0 = time.monotonic()
+    outcome = train.fit_all(
+        tasks,
+        train.put_data(X, y, fold),
+        ctx,
+        lambda member, k: str(tmp_path / member / f"fold{k}"),
+        deadline=t0 + 20.0,
+        on_result=on_result,
+    )
+    assert outcome.skipped == ["slow_rf"]
+    assert sorted(r.fold for r in outcome.results) == list(range(10))
+    assert {r.member for r in outcome.results} == {"linear"}
+    assert started["slow_rf"] <= 2  # only its first wave ran
+    assert started["linear"] == 10

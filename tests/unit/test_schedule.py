@@ -1,0 +1,130 @@
+"""Deadline planning of the fit stage (ensemble.schedule), without Ray."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from ensemble.schedule import Estimates, doomed
+
+
+@dataclass(frozen=True)
+class T:
+    member: str
+    learner: str
+    cost: float
+    uses_gpu: bool = False
+    fold: int = 0
+
+
+def folds(member: str, cost: float, n: int = 5, learner: str | None = None, gpu=False):
+    return [T(member, learner or member, cost, gpu, k) for k in range(n)]
+
+
+def test_estimates_learn_from_the_member_then_the_learner():
+    est = Estimates()
+    a, a2, b = T("lgbm", "lgbm", 2.0), T("lgbm_2", "lgbm", 3.0), T("rf", "rf", 5.0)
+    assert [est.seconds(t) for t in (a, a2, b)] == [2.0, 3.0, 5.0]
+    est.observe(a, 6.0)
+    est.observe(a, 8.0)
+    assert est.seconds(a) == 7.0  # the member's own mean
+    assert est.seconds(a2) == pytest.approx(3.0 * 3.5)  # the learner's ratio
+    assert est.seconds(b) == 5.0  # another learner is not corrected
+    # a running fit past its estimate needs a quarter of its time again
+    assert est.remaining(b, 1.0) == 4.0
+    assert est.remaining(b, 20.0) == 5.0
+
+
+def test_nothing_is_dropped_when_everything_fits():
+    pending = folds("linear", 1.0) + folds("lgbm", 4.0)
+    got = doomed(pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=100.0)
+    assert got == []
+
+
+def test_the_member_at_the_back_of_the_queue_goes_first():
+    # 2 slots, 40 s: linear (5 x 1 s) and lgbm (5 x 10 s) fit, rf (5 x 20 s) not
+    pending = folds("linear", 1.0) + folds("lgbm", 10.0) + folds("rf", 20.0)
+    got = doomed(pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=40.0)
+    assert got == ["rf"]
+    # with 4 slots all of them start in time
+    assert doomed(pending, [], Estimates(), cpu_slots=4, now=0.0, start_by=40.0) == []
+
+
+def test_a_slow_member_ahead_in_the_queue_is_dropped_for_the_ones_behind():
+    # lgbm turned out 3x slower than its estimate: its last folds would end at
+    # 90 s, after finish_by, so it goes and et (behind it) gets the slots.
+    est = Estimates()
+    lgbm = folds("lgbm", 10.0)
+    est.observe(lgbm[0], 30.0)
+    pending = lgbm[1:] + folds("et", 2.0)
+    kw = {"cpu_slots": 2, "now": 30.0, "start_by": 70.0}
+    assert doomed(pending, [], est, **kw, finish_by=80.0) == ["lgbm"]
+    # without a finish line lgbm can still start every fold; et cannot
+    assert doomed(pending, [], est, **kw) == ["et"]
+    # had lgbm been on its estimate, both would have stayed
+    ok = Estimates()
+    ok.observe(lgbm[0], 10.0)
+    assert doomed(pending, [], ok, **kw, finish_by=80.0) == []
+
+
+def test_running_folds_count_and_can_doom_their_member():
+    est = Estimates()
+    mlp = folds("mlp", 10.0)
+    # folds 0 and 1 run for 8 s of their 10: the last three start at 10, 10, 20
+    running = [(mlp[0], 8.0), (mlp[1], 8.0)]
+    kw = {"cpu_slots": 2, "now": 8.0, "finished": ["linear"]}
+    assert doomed(mlp[2:], running, est, start_by=20.0, **kw) == []
+    assert doomed(mlp[2:], running, est, start_by=19.5, **kw) == ["mlp"]
+    # alone, the member is kept: a late model is better than none
+    assert doomed(mlp[2:], running, est, cpu_slots=2, now=8.0, start_by=19.5) == []
+    # a running fold expected to end after finish_by dooms its member too
+    got = doomed(
+        [],
+        [(mlp[0], 1.0)] + [(T("linear", "linear", 1.0), 0.5)],
+        est,
+        cpu_slots=2,
+        now=1.0,
+        start_by=100.0,
+        finish_by=5.0,
+    )
+    assert got == ["mlp"]
+
+
+def test_finish_by_drops_a_member_whose_folds_end_too_late():
+    pending = folds("linear", 1.0) + folds("mlp", 30.0, n=2)
+    assert doomed(pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=10.0) == []
+    got = doomed(
+        pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=10.0, finish_by=20.0
+    )
+    assert got == ["mlp"]
+
+
+def test_the_last_member_is_kept_unless_another_finished():
+    pending = folds("rf", 100.0)
+    assert doomed(pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=10.0) == []
+    got = doomed(
+        pending,
+        [],
+        Estimates(),
+        cpu_slots=2,
+        now=0.0,
+        start_by=10.0,
+        finished=["linear"],
+    )
+    assert got == ["rf"]
+    # two hopeless members: the one behind goes, the first is kept
+    pending = folds("rf", 100.0) + folds("et", 100.0)
+    assert doomed(pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=10.0) == [
+        "et"
+    ]
+
+
+def test_gpu_tasks_are_planned_on_the_gpu_actors():
+    # 1 GPU actor for the MLP's folds, 1 CPU actor for lgbm's
+    pending = folds("mlp", 10.0, gpu=True) + folds("lgbm", 10.0)
+    est = Estimates()
+    got = doomed(pending, [], est, cpu_slots=1, gpu_slots=1, now=0.0, start_by=40.0)
+    assert got == []  # each starts its 5th fold at 40 s on its own actor
+    got = doomed(pending, [], est, cpu_slots=2, gpu_slots=0, now=0.0, start_by=30.0)
+    assert got == ["lgbm"]  # shared by both: 10 folds on 2 slots, the last at 40
