@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -523,38 +523,56 @@ def _tuning_budget(config: RunConfig, data: PreparedData, budget: _Budget) -> fl
     fold, at the learners' calibrated fit times over the cluster's CPUs, with
     20% slack (second-best configurations are extras the fit stage drops
     first when time runs short). Tuning gets what is left before the fit
-    deadline (at most 45% of the limit); below MIN_TUNE_S a search would
-    finish too few trials to beat the defaults, so none runs and the defaults
-    are fitted at once.
+    deadline, at most 45% of the limit. When that is less than MIN_TUNE_S
+    (too few trials to beat the defaults), tuning comes before the non-core
+    families (forests, MLP): it gets what the core ones (boosters, linear)
+    leave, and the fit stage fits the others only if time is left. If even
+    that is too short, no tuning runs and the defaults are fitted at once.
     """
     assert budget.limit is not None and budget.fit_end is not None
     slots = max(1, _slots() // max(1, config.cpus_per_fit))
-    need = sum(
-        _fold_seconds(k, data, config.n_folds) * config.n_folds for k in config.learners
-    )
-    need_wall = 1.2 * need / slots
+
+    def need_wall(keys: Sequence[str]) -> float:
+        cpu_s = sum(_fold_seconds(k, data, config.n_folds) for k in keys)
+        return 1.2 * cpu_s * config.n_folds / slots
+
     available = budget.fit_end - time.monotonic()
-    tune_s = min(0.45 * budget.limit, available - need_wall)
-    if tune_s < MIN_TUNE_S:
+    cap = 0.45 * budget.limit
+    everything = need_wall(config.learners)
+    tune_s = min(cap, available - everything)
+    if tune_s >= MIN_TUNE_S:
         logger.info(
-            "budget: no tuning (member fits need ~%.0f s of the %.0f s left)",
-            need_wall,
-            available,
+            "budget: %.0f s of tuning, ~%.0f s for the fits", tune_s, everything
         )
-        return 0.0
-    logger.info("budget: %.0f s of tuning, ~%.0f s for the fits", tune_s, need_wall)
-    return tune_s
+        return tune_s
+    core = [k for k in config.learners if get(k).core]
+    tune_s = min(cap, available - need_wall(core)) if core else 0.0
+    if tune_s >= MIN_TUNE_S:
+        logger.info(
+            "budget: %.0f s of tuning before the non-core families (%s), which "
+            "are fitted if time is left",
+            tune_s,
+            ", ".join(k for k in config.learners if k not in core),
+        )
+        return tune_s
+    logger.info(
+        "budget: no tuning (member fits need ~%.0f s of the %.0f s left)",
+        everything,
+        available,
+    )
+    return 0.0
 
 
-def _priority(rank: int, seconds: float) -> float:
-    """Queue priority under a deadline (lower first): rank, then cheaper first.
+def _priority(rank: int, seconds: float, core: bool = True) -> float:
+    """Queue priority under a deadline (lower first).
 
-    ``seconds`` is scaled into (0, 0.1], so a family's best configuration
-    always precedes any second-best; the scale must stay far above float
-    resolution next to ``rank`` (an earlier ``cost / 1e18`` vanished there and
-    the queue fell back to longest-first).
+    Rank first (every family's best configuration before any second-best),
+    then the core families (boosters, linear) before the others, then cheaper
+    first. ``seconds`` is scaled into [0, 0.1], far above float resolution
+    next to ``rank`` (an earlier ``cost / 1e18`` vanished there and the queue
+    fell back to longest-first).
     """
-    return rank + min(max(seconds, 0.0), 1e6) / 1e7
+    return rank + (0.0 if core else 0.5) + min(max(seconds, 0.0), 1e6) / 1e7
 
 
 def _member_specs(
@@ -655,10 +673,14 @@ def _fit_members(
                     fold=k,
                     cost=cost,
                     uses_gpu=cls.uses_gpu,
-                    # Under a deadline: every family's best config first, cheapest
-                    # family first, so the limit drops second-best and slow
-                    # members, never the cheap strong ones (boosters).
-                    priority=_priority(spec.rank, cost) if deadline is not None else 0,
+                    # Under a deadline: every family's best config first, core
+                    # families (boosters) first, cheapest first, so the limit
+                    # drops second-best and slow members, never the strong ones.
+                    priority=(
+                        _priority(spec.rank, cost, cls.core)
+                        if deadline is not None
+                        else 0
+                    ),
                     init_state=(
                         warm.state(spec.name, spec.learner, k)
                         if warm is not None

@@ -92,6 +92,10 @@ class Learner(ABC):
     #: A member's fold fit time over its tuning trial's fold time (the
     #: overrides make trials cheaper: half the trees, no refit).
     tuning_cost_ratio: ClassVar[float] = 1.0
+    #: Core families (the boosters, and the linear model: strong, or nearly
+    #: free) keep their fit time when a short limit must choose between
+    #: tuning and fitting every family; the others are fitted if time is left.
+    core: ClassVar[bool] = False
     #: When the time limit affords tuning only some families, the lower
     #: ``tune_priority`` are tuned first (boosters gain most from tuning).
     tune_priority: ClassVar[int] = 5

@@ -46,6 +46,7 @@ class HGBLearner(Learner):
     # The refit on the whole fold (1.1x the rounds) roughly doubles a fit.
     tuning_cost_ratio = 2.2
     tune_priority = 2
+    core = True
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context

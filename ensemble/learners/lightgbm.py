@@ -45,6 +45,7 @@ class LightGBMLearner(Learner):
     # The refit on the whole fold (1.1x the rounds) roughly doubles a fit.
     tuning_cost_ratio = 2.2
     tune_priority = 0
+    core = True
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         import lightgbm as lgb

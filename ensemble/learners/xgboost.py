@@ -45,6 +45,7 @@ class XGBoostLearner(Learner):
     # The refit on the whole fold (1.1x the rounds) roughly doubles a fit.
     tuning_cost_ratio = 2.2
     tune_priority = 1
+    core = True
 
     def _dmatrix(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
         import xgboost as xgb

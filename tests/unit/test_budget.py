@@ -62,6 +62,21 @@ def test_tuning_budget_counts_each_family_once():
     assert runner._tuning_budget(three, d, b) > 0
 
 
+def test_short_limits_tune_before_the_non_core_families():
+    # california-sized regression at 120 s: all seven default families need
+    # ~87 s of fits on 2 slots (too little left to tune), the core ones (linear
+    # and the boosters) ~6 s, so tuning gets its 45% and rf/et/mlp wait.
+    d = data(20_640, 8, n_classes=0)
+    every = RunConfig(time_limit=120)
+    assert runner._tuning_budget(every, d, budget(120)) == pytest.approx(54, abs=1)
+    # without core families in the list there is nothing to put first
+    no_core = RunConfig(learners=("rf", "et", "mlp"), time_limit=120)
+    assert runner._tuning_budget(no_core, d, budget(120)) == 0.0
+    # letter-sized multiclass: the boosters alone exceed the limit
+    letter = data(20_000, 16, n_classes=26)
+    assert runner._tuning_budget(every, letter, budget(120)) == 0.0
+
+
 def test_member_seconds_prefers_the_timed_trial():
     d = data(60_000, 10)
     timed = MemberSpec("lgbm", "lgbm", {}, 1, fold_s=7.5)
@@ -92,6 +107,8 @@ def test_fusions_are_scored_cheapest_first():
 def test_deadline_priority_orders_rank_then_cheapest():
     p = runner._priority
     assert p(1, 0.5) < p(1, 60.0) < p(1, 5000.0) < p(2, 0.1)
+    # a core family (booster) before any other family of the same rank
+    assert p(1, 5000.0, core=True) < p(1, 0.1, core=False) < p(2, 0.1, core=True)
     # distinguishable next to the rank at every realistic cost
     assert p(1, 1.0) != p(1, 1.5) and p(1, 1e5) < p(2, 0.0)
 
