@@ -104,7 +104,9 @@ def doomed(
     """Members that cannot finish before the deadlines, in the order dropped.
 
     The queue is replayed on the actors (list scheduling: each task in queue
-    order goes to the slot that frees first, at the estimated durations). The
+    order goes to the slot that frees first, at the estimated durations; a
+    waiting fold is expected to take at least as long as its member's running
+    folds have run so far). The
     first member with a fold that would start after ``start_by`` or end after
     ``finish_by`` is dropped, its slots are freed, and the replay starts over,
     until every remaining member can finish. Members later in the queue are
@@ -181,6 +183,11 @@ def _replay(
 ) -> Iterator[tuple[Task, float, float]]:
     """(task, start, end) of every task, running ones first, by list scheduling."""
     cpu_slots, gpu_slots = slots
+    # A fold running past its estimate is the best evidence on the member's
+    # folds still waiting: none is expected to be shorter than it has run.
+    floor: dict[str, float] = {}
+    for task, elapsed in running:
+        floor[task.member] = max(floor.get(task.member, 0.0), elapsed)
     pools: dict[bool, list[float]] = {False: [], True: []}
     for task, elapsed in running:
         end = now + estimates.remaining(task, elapsed)
@@ -193,7 +200,7 @@ def _replay(
     for task in pending:
         free = pools[bool(gpu_slots) and task.uses_gpu]
         start = heapq.heappop(free)
-        end = start + estimates.seconds(task)
+        end = start + max(estimates.seconds(task), floor.get(task.member, 0.0))
         heapq.heappush(free, end)
         yield task, start, end
 

@@ -44,6 +44,9 @@ GPU_PER_ACTOR = 0.5
 # A fit whose actor dies this many times is given up (a fit that kills its
 # process every time, e.g. by running out of memory, must not loop forever).
 MAX_ACTOR_DEATHS = 2
+# Under a deadline the plan is also re-checked this often (seconds) while no
+# fit finishes, so a fold far past its estimate is caught while it runs.
+REPLAN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -240,12 +243,13 @@ def fit_all(
 ) -> TrainOutcome:
     """Fit every task on a pool of actors, longest expected fit first.
 
-    Under a deadline the queue is re-planned at the start and as each fit
-    finishes (:func:`ensemble.schedule.doomed`, with fit times corrected by
-    the fits that finished): a member that can no longer start every fold
-    before ``deadline`` or end them before ``finish_by`` is dropped at once,
-    its running folds are stopped (their actors replaced), and its slots go to
-    the members that can still finish.
+    Under a deadline the queue is re-planned at the start, as each fit
+    finishes and every ``REPLAN_S`` while none does
+    (:func:`ensemble.schedule.doomed`, with fit times corrected by the fits
+    that finished and by how long the running ones have run): a member that
+    can no longer start every fold before ``deadline`` or end them before
+    ``finish_by`` is dropped at once, its running folds are stopped (their
+    actors replaced), and its slots go to the members that can still finish.
 
     Parameters
     ----------
@@ -400,7 +404,14 @@ def fit_all(
                     free.append(starting.pop(done[0]))
                     continue
                 break
-            done, _ = ray.wait([*running, *starting], num_returns=1)
+            done, _ = ray.wait(
+                [*running, *starting],
+                num_returns=1,
+                timeout=REPLAN_S if deadline is not None else None,
+            )
+            if not done:  # no fit finished for a while: is a member overrunning?
+                replan()
+                continue
             if done[0] in starting:
                 free.append(starting.pop(done[0]))
                 continue

@@ -128,3 +128,17 @@ def test_gpu_tasks_are_planned_on_the_gpu_actors():
     assert got == []  # each starts its 5th fold at 40 s on its own actor
     got = doomed(pending, [], est, cpu_slots=2, gpu_slots=0, now=0.0, start_by=30.0)
     assert got == ["lgbm"]  # shared by both: 10 folds on 2 slots, the last at 40
+
+
+def test_a_fold_running_past_its_estimate_stretches_the_waiting_ones():
+    # lgbm was estimated at 10 s a fold; two folds have run 30 s and go on.
+    # The three waiting folds are expected to take >= 30 s too: the last one
+    # cannot start by 60 s, so lgbm goes before it wastes more time.
+    est = Estimates()
+    lgbm = folds("lgbm", 10.0)
+    running = [(lgbm[0], 30.0), (lgbm[1], 30.0)]
+    kw = {"cpu_slots": 2, "now": 35.0, "finished": ["linear"]}
+    assert doomed(lgbm[2:], running, est, start_by=60.0, **kw) == ["lgbm"]
+    # at the estimate (running 5 s of 10) the same plan fits easily
+    early = [(lgbm[0], 5.0), (lgbm[1], 5.0)]
+    assert doomed(lgbm[2:], early, est, start_by=60.0, **kw) == []
