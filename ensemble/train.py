@@ -306,6 +306,8 @@ def fit_all(
     free = list(actors)
     running: dict[Any, tuple[tuple[Any, bool], FitTask]] = {}
     dispatched: dict[Any, float] = {}  # ref -> time.monotonic() it was sent
+    started: set[str] = set()  # members with a fold dispatched
+    deferred: set[str] = set()  # members held back by the latest plan
     estimates = schedule.Estimates()
     starting: dict[Any, tuple[Any, bool]] = {}  # ready() ref -> replacement actor
     lost: dict[int, int] = {}  # id(task) -> times its actor died under it
@@ -315,14 +317,17 @@ def fit_all(
     t_start = time.monotonic()
 
     def pick(gpu_actor: bool) -> FitTask | None:
-        for i, t in enumerate(pending):
+        ready = [t for t in pending if t.member not in deferred]
+        for t in ready:
             # With GPU actors present, GPU-capable fits wait for them; GPU actors
             # take CPU-only fits when no GPU-capable fit is left.
-            if gpu_actor and not t.uses_gpu and any(p.uses_gpu for p in pending):
+            if gpu_actor and not t.uses_gpu and any(p.uses_gpu for p in ready):
                 continue
             if not gpu_actor and t.uses_gpu and n_gpu:
                 continue
-            return pending.pop(i)
+            pending.remove(t)
+            started.add(t.member)
+            return t
         return None
 
     def fail(task: FitTask, reason: str) -> None:
@@ -339,7 +344,13 @@ def fit_all(
             starting[replacement[0].ready.remote()] = replacement
 
     def replan() -> None:
-        """Drop the members that can no longer finish (see fit_all)."""
+        """Drop the members that can no longer finish (see fit_all).
+
+        A member none of whose folds has started is only held back (the plan
+        may change: a member ahead of it may turn out hopeless and go); one
+        with folds started or done is dropped for good.
+        """
+        deferred.clear()
         if deadline is None or not pending:
             return
         now = time.monotonic()
@@ -360,10 +371,12 @@ def fit_all(
             finish_by=finish_by,
             finished=[m for m, n in n_done.items() if n == counts[m]],
         )
+        deferred.update(m for m in drop if m not in started)
+        drop = [m for m in drop if m in started]
         if not drop:
             return
         logger.warning(
-            "time limit: not fitting %s (cannot finish every fold in time)",
+            "time limit: dropping %s (cannot finish every fold in time)",
             ", ".join(drop),
         )
         skipped.update(drop)
@@ -403,7 +416,7 @@ def fit_all(
                     done, _ = ray.wait(list(starting), num_returns=1)
                     free.append(starting.pop(done[0]))
                     continue
-                break
+                break  # nothing runs; what is left is held back by the plan
             done, _ = ray.wait(
                 [*running, *starting],
                 num_returns=1,
@@ -449,6 +462,12 @@ def fit_all(
         for ref in running:
             ray.cancel(ref)
         _release([a for a, _ in actors])
+    if pending:
+        left = sorted({t.member for t in pending})
+        logger.warning(
+            "time limit: not fitting %s (no time for every fold)", ", ".join(left)
+        )
+        skipped.update(left)
     wall = time.monotonic() - t_start
     drop = set(failed) | skipped
     kept = [r for r in results if r.member not in drop]
