@@ -65,7 +65,7 @@ bench: venv bench-autogluon
 	$(PY) benchmarks/compare.py --data $(SHARED)/california_housing.tsv.gz --target target --time-limit $(BENCH_TIME_LIMIT)
 
 bench-scale: venv
-	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/scale.py --time-limit $(BENCH_TIME_LIMIT)
 
 lint: venv
 	$(VENV)/bin/ruff check ensemble tests jobs

@@ -563,16 +563,21 @@ def _tuning_budget(config: RunConfig, data: PreparedData, budget: _Budget) -> fl
     return 0.0
 
 
-def _priority(rank: int, seconds: float, core: bool = True) -> float:
+def _priority(
+    rank: int, seconds: float, core: bool = True, tuned: bool = False
+) -> float:
     """Queue priority under a deadline (lower first).
 
     Rank first (every family's best configuration before any second-best),
-    then the core families (boosters, linear) before the others, then cheaper
-    first. ``seconds`` is scaled into [0, 0.1], far above float resolution
-    next to ``rank`` (an earlier ``cost / 1e18`` vanished there and the queue
-    fell back to longest-first).
+    then the core families (boosters, linear) before the others, then the
+    tuned configurations (the time limit paid for them, and they are usually
+    the strongest members) before the defaults, then cheaper first.
+    ``seconds`` is scaled into [0, 0.1], far above float resolution next to
+    ``rank`` (an earlier ``cost / 1e18`` vanished there and the queue fell
+    back to longest-first).
     """
-    return rank + (0.0 if core else 0.5) + min(max(seconds, 0.0), 1e6) / 1e7
+    group = (0.0 if core else 0.5) + (0.0 if tuned else 0.25)
+    return rank + group + min(max(seconds, 0.0), 1e6) / 1e7
 
 
 def _member_specs(
@@ -674,10 +679,16 @@ def _fit_members(
                     cost=cost,
                     uses_gpu=cls.uses_gpu,
                     # Under a deadline: every family's best config first, core
-                    # families (boosters) first, cheapest first, so the limit
-                    # drops second-best and slow members, never the strong ones.
+                    # families (boosters) first, tuned ones first, cheapest
+                    # first, so the limit drops second-best and slow members,
+                    # never the strong ones.
                     priority=(
-                        _priority(spec.rank, cost, cls.core)
+                        _priority(
+                            spec.rank,
+                            cost,
+                            cls.core,
+                            getattr(spec, "fold_s", None) is not None,
+                        )
                         if deadline is not None
                         else 0
                     ),

@@ -109,6 +109,8 @@ def test_deadline_priority_orders_rank_then_cheapest():
     assert p(1, 0.5) < p(1, 60.0) < p(1, 5000.0) < p(2, 0.1)
     # a core family (booster) before any other family of the same rank
     assert p(1, 5000.0, core=True) < p(1, 0.1, core=False) < p(2, 0.1, core=True)
+    # within them, a tuned configuration before the defaults
+    assert p(1, 5000.0, tuned=True) < p(1, 0.1) < p(1, 0.1, core=False, tuned=True)
     # distinguishable next to the rank at every realistic cost
     assert p(1, 1.0) != p(1, 1.5) and p(1, 1e5) < p(2, 0.0)
 
