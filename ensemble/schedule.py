@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import statistics
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,14 +106,13 @@ def doomed(
     The queue is replayed on the actors (list scheduling: each task in queue
     order goes to the slot that frees first, at the estimated durations; a
     waiting fold is expected to take at least as long as its member's running
-    folds have run so far). The
-    first member with a fold that would start after ``start_by`` or end after
-    ``finish_by`` is dropped, its slots are freed, and the replay starts over,
-    until every remaining member can finish. Members later in the queue are
-    therefore dropped before the ones ahead of them, except a member that is
-    itself too slow. When no member has ``finished`` every fold and none can
-    finish in time, the one that would end soonest on its own is kept (a late
-    model is better than none).
+    folds have run so far). The first member with a fold that would start
+    after ``start_by`` or end after ``finish_by`` is dropped, its slots are
+    freed, and the replay starts over, until every remaining member can
+    finish. Members later in the queue are therefore dropped before the ones
+    ahead of them, except a member that is itself too slow. When no member has
+    ``finished`` every fold and none can finish in time, the one that would
+    end soonest on its own is kept (a late model is better than none).
 
     Parameters
     ----------
@@ -140,16 +139,19 @@ def doomed(
     finished = set(finished)
     slots = (cpu_slots, gpu_slots)
     dropped: list[str] = []
-    while True:
-        late = _first_late(
-            [t for t in pending if t.member not in dropped],
-            [(t, s) for t, s in running if t.member not in dropped],
+
+    def replay(wanted: Callable[[str], bool]) -> Iterator[tuple[Task, float, float]]:
+        return _replay(
+            [t for t in pending if wanted(t.member)],
+            [(t, s) for t, s in running if wanted(t.member)],
             estimates,
             slots,
             now,
-            start_by,
-            finish_by,
         )
+
+    while True:
+        replayed = replay(lambda m: m not in dropped)
+        late = _first_late(replayed, now, start_by, finish_by)
         if late is None:
             return dropped
         alive = {t.member for t in pending} | {t.member for t, _ in running}
@@ -162,13 +164,8 @@ def doomed(
         order += [m for m in dict.fromkeys(t.member for t in pending) if m not in order]
 
         def alone(member: str) -> float:
-            return _makespan(
-                [t for t in pending if t.member == member],
-                [(t, s) for t, s in running if t.member == member],
-                estimates,
-                slots,
-                now,
-            )
+            ends = (end for _, _, end in replay(lambda who: who == member))
+            return max(ends, default=now)
 
         keep = min(order, key=alone)
         return [m for m in order if m != keep]
@@ -205,30 +202,14 @@ def _replay(
         yield task, start, end
 
 
-def _makespan(
-    pending: list[Task],
-    running: list[tuple[Task, float]],
-    estimates: Estimates,
-    slots: tuple[int, int],
-    now: float,
-) -> float:
-    return max(
-        (end for _, _, end in _replay(pending, running, estimates, slots, now)),
-        default=now,
-    )
-
-
 def _first_late(
-    pending: list[Task],
-    running: list[tuple[Task, float]],
-    estimates: Estimates,
-    slots: tuple[int, int],
+    replay: Iterable[tuple[Task, float, float]],
     now: float,
     start_by: float,
     finish_by: float | None,
 ) -> str | None:
     """The first member (queue order) with a fold that would miss a deadline."""
-    for task, start, end in _replay(pending, running, estimates, slots, now):
+    for task, start, end in replay:
         late_start = start > start_by and start > now  # running ones have started
         if late_start or (finish_by is not None and end > finish_by):
             return task.member

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -309,6 +310,7 @@ def fit_all(
     started: set[str] = set()  # members with a fold dispatched
     deferred: set[str] = set()  # members held back by the latest plan
     estimates = schedule.Estimates()
+    n_folds = Counter(t.member for t in tasks)  # tasks per member
     starting: dict[Any, tuple[Any, bool]] = {}  # ready() ref -> replacement actor
     lost: dict[int, int] = {}  # id(task) -> times its actor died under it
     results: list[FitResult] = []
@@ -354,12 +356,7 @@ def fit_all(
         if deadline is None or not pending:
             return
         now = time.monotonic()
-        counts: dict[str, int] = {}
-        for t in tasks:
-            counts[t.member] = counts.get(t.member, 0) + 1
-        n_done: dict[str, int] = {}
-        for r in results:
-            n_done[r.member] = n_done.get(r.member, 0) + 1
+        n_done = Counter(r.member for r in results)
         drop = schedule.doomed(
             pending,
             [(t, now - dispatched[ref]) for ref, (_, t) in running.items()],
@@ -369,7 +366,7 @@ def fit_all(
             now=now,
             start_by=deadline,
             finish_by=finish_by,
-            finished=[m for m, n in n_done.items() if n == counts[m]],
+            finished=[m for m, n in n_done.items() if n == n_folds[m]],
         )
         deferred.update(m for m in drop if m not in started)
         drop = [m for m in drop if m in started]
