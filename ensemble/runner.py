@@ -678,6 +678,7 @@ def _fit_members(
                     fold=k,
                     cost=cost,
                     uses_gpu=cls.uses_gpu,
+                    time_boxed=cls.time_boxed,
                     # Under a deadline: every family's best config first, core
                     # families (boosters) first, tuned ones first, cheapest
                     # first, so the limit drops second-best and slow members,
@@ -874,6 +875,8 @@ def _fits_frame(results: list[Any]) -> pd.DataFrame:
                 "predict_s": r.predict_s,
                 "n_train": r.n_train,
                 "resumed": bool(getattr(r, "resumed", False)),
+                # Stopped at its time box (a booster with fewer rounds).
+                "truncated": bool(getattr(r, "truncated", False)),
             }
             for r in sorted(results, key=lambda r: (r.member, r.fold))
         ]

@@ -8,17 +8,30 @@ longer start every fold before the fit deadline or end before the finish line.
 A member that cannot finish is worthless (its OOF column would have holes), so
 the fit stage stops starting its folds, kills the ones running, and gives the
 slots to members that can.
+
+Under a finish line, the folds of a *time-boxed* learner (the boosters: they
+stop adding rounds when told) get a share of the time left instead
+(:func:`time_box`), so a member whose estimate was too low still ends every
+fold in time, with fewer rounds, rather than being dropped after its first
+folds ran. Its folds are late only when a box would leave less than
+``MIN_BOX_FRACTION`` of the fold's expected time.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Estimates", "Task", "doomed"]
+__all__ = ["MIN_BOX_FRACTION", "Estimates", "Task", "doomed", "time_box"]
+
+#: A time-boxed fold whose box is shorter than this fraction of its expected
+#: time is as good as late (a booster cut to a few rounds is not worth a slot).
+MIN_BOX_FRACTION = 0.25
 
 
 class Task(Protocol):
@@ -35,6 +48,12 @@ class Task(Protocol):
 
     @property
     def uses_gpu(self) -> bool: ...  # noqa: D102
+
+    @property
+    def time_boxed(self) -> bool: ...  # noqa: D102
+
+    @property
+    def time_box(self) -> float | None: ...  # noqa: D102
 
 
 @dataclass
@@ -89,6 +108,25 @@ class Estimates:
         return max(self.seconds(task) - elapsed, 0.25 * elapsed)
 
 
+def time_box(start: float, finish_by: float, folds_left: int, slots: int) -> float:
+    """Seconds a time-boxed fold starting at ``start`` may take.
+
+    The time left to ``finish_by`` is shared equally by the waves that the
+    member's ``folds_left`` folds not yet started (this one included) need on
+    ``slots`` actors, so every fold ends by the finish line when each keeps to
+    its box.
+
+    Examples
+    --------
+    >>> time_box(0.0, 90.0, folds_left=5, slots=2)  # 3 waves of 30 s
+    30.0
+    >>> time_box(60.0, 90.0, folds_left=1, slots=2)
+    30.0
+    """
+    waves = math.ceil(max(folds_left, 1) / max(slots, 1))
+    return max(finish_by - start, 0.0) / waves
+
+
 def doomed(
     pending: Sequence[Task],
     running: Iterable[tuple[Task, float]],
@@ -140,13 +178,14 @@ def doomed(
     slots = (cpu_slots, gpu_slots)
     dropped: list[str] = []
 
-    def replay(wanted: Callable[[str], bool]) -> Iterator[tuple[Task, float, float]]:
+    def replay(wanted: Callable[[str], bool]) -> Iterator[_Slot]:
         return _replay(
             [t for t in pending if wanted(t.member)],
             [(t, s) for t, s in running if wanted(t.member)],
             estimates,
             slots,
             now,
+            finish_by,
         )
 
     while True:
@@ -164,11 +203,21 @@ def doomed(
         order += [m for m in dict.fromkeys(t.member for t in pending) if m not in order]
 
         def alone(member: str) -> float:
-            ends = (end for _, _, end in replay(lambda who: who == member))
+            ends = (slot.end for slot in replay(lambda who: who == member))
             return max(ends, default=now)
 
         keep = min(order, key=alone)
         return [m for m in order if m != keep]
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A task's place in a replay (``short``: its time box is too short)."""
+
+    task: Task
+    start: float
+    end: float
+    short: bool = False
 
 
 def _replay(
@@ -177,8 +226,9 @@ def _replay(
     estimates: Estimates,
     slots: tuple[int, int],
     now: float,
-) -> Iterator[tuple[Task, float, float]]:
-    """(task, start, end) of every task, running ones first, by list scheduling."""
+    finish_by: float | None = None,
+) -> Iterator[_Slot]:
+    """Every task's slot, running ones first, by list scheduling."""
     cpu_slots, gpu_slots = slots
     # A fold running past its estimate is the best evidence on the member's
     # folds still waiting: none is expected to be shorter than it has run.
@@ -188,29 +238,42 @@ def _replay(
     pools: dict[bool, list[float]] = {False: [], True: []}
     for task, elapsed in running:
         end = now + estimates.remaining(task, elapsed)
+        if task.time_boxed and task.time_box is not None:
+            # It stops at its box (predicting and saving may take a moment).
+            end = max(min(end, now - elapsed + task.time_box), now)
         pools[bool(gpu_slots) and task.uses_gpu].append(end)
-        yield task, now - elapsed, end
-    for gpu, n in ((False, max(cpu_slots, 1)), (True, gpu_slots)):
+        yield _Slot(task, now - elapsed, end)
+    size = {False: max(cpu_slots, 1), True: gpu_slots}
+    for gpu, n in size.items():
         free = pools[gpu]
         free.extend([now] * max(0, n - len(free)))
         heapq.heapify(free)
+    left = Counter(t.member for t in pending)  # folds not started, per member
     for task in pending:
-        free = pools[bool(gpu_slots) and task.uses_gpu]
+        gpu = bool(gpu_slots) and task.uses_gpu
+        free = pools[gpu]
         start = heapq.heappop(free)
-        end = start + max(estimates.seconds(task), floor.get(task.member, 0.0))
-        heapq.heappush(free, end)
-        yield task, start, end
+        need = max(estimates.seconds(task), floor.get(task.member, 0.0))
+        short = False
+        if task.time_boxed and finish_by is not None:
+            box = time_box(start, finish_by, left[task.member], size[gpu])
+            short = box < MIN_BOX_FRACTION * need
+            need = min(need, box)
+        left[task.member] -= 1
+        heapq.heappush(free, start + need)
+        yield _Slot(task, start, start + need, short)
 
 
 def _first_late(
-    replay: Iterable[tuple[Task, float, float]],
+    replay: Iterable[_Slot],
     now: float,
     start_by: float,
     finish_by: float | None,
 ) -> str | None:
     """The first member (queue order) with a fold that would miss a deadline."""
-    for task, start, end in replay:
-        late_start = start > start_by and start > now  # running ones have started
-        if late_start or (finish_by is not None and end > finish_by):
-            return task.member
+    for slot in replay:
+        late_start = slot.start > start_by and slot.start > now  # running: started
+        late_end = finish_by is not None and slot.end > finish_by + 1e-6
+        if late_start or late_end or slot.short:
+            return slot.task.member
     return None

@@ -65,6 +65,10 @@ class FitTask:
     priority: float = 0.0
     # Warm start: the saved model (bytes) whose weights the fit starts from.
     init_state: bytes | None = field(default=None, repr=False)
+    # The learner stops at a time box (see ensemble.schedule.time_box); the
+    # box itself is set when the fit is dispatched under a finish line.
+    time_boxed: bool = False
+    time_box: float | None = None
 
 
 @dataclass
@@ -84,6 +88,7 @@ class FitResult:
     predict_s: float
     n_train: int
     resumed: bool = False  # read back from a checkpoint by a resumed run
+    truncated: bool = False  # stopped at its time box with fewer rounds
 
 
 @dataclass
@@ -185,7 +190,10 @@ class _FitWorker:
         hold = fold == -1
         use_gpu = self.gpu and task.uses_gpu
         ctx = replace(
-            context, n_threads=self.n_threads, device="cuda" if use_gpu else "cpu"
+            context,
+            n_threads=self.n_threads,
+            device="cuda" if use_gpu else "cpu",
+            time_box_s=task.time_box,
         )
         learner = get(task.learner)(task.params, context=ctx)
         if task.init_state is not None:
@@ -212,6 +220,7 @@ class _FitWorker:
             fit_s=fit_s,
             predict_s=predict_s,
             n_train=int(train.sum()),
+            truncated=learner.truncated_,
         )
 
 
@@ -251,6 +260,10 @@ def fit_all(
     can no longer start every fold before ``deadline`` or end them before
     ``finish_by`` is dropped at once, its running folds are stopped (their
     actors replaced), and its slots go to the members that can still finish.
+    A time-boxed learner's fold (the boosters) is sent with its share of the
+    time left to ``finish_by`` (:func:`ensemble.schedule.time_box`) and stops
+    there with the rounds so far (``FitResult.truncated``), so a booster far
+    slower than its estimate ends every fold in time instead of being dropped.
 
     Parameters
     ----------
@@ -312,13 +325,13 @@ def fit_all(
     estimates = schedule.Estimates()
     n_folds = Counter(t.member for t in tasks)  # tasks per member
     starting: dict[Any, tuple[Any, bool]] = {}  # ready() ref -> replacement actor
-    lost: dict[int, int] = {}  # id(task) -> times its actor died under it
+    lost: Counter[tuple[str, int]] = Counter()  # times an actor died under a fit
     results: list[FitResult] = []
     failed: dict[str, str] = {}
     skipped: set[str] = set()
     t_start = time.monotonic()
 
-    def pick(gpu_actor: bool) -> FitTask | None:
+    def pick(gpu_actor: bool, now: float) -> FitTask | None:
         ready = [t for t in pending if t.member not in deferred]
         for t in ready:
             # With GPU actors present, GPU-capable fits wait for them; GPU actors
@@ -329,6 +342,12 @@ def fit_all(
                 continue
             pending.remove(t)
             started.add(t.member)
+            if t.time_boxed and finish_by is not None:
+                # Its share of the time left (the replan counted on it).
+                left = 1 + sum(p.member == t.member for p in pending)
+                pool = sum(1 for a in actors if a[1] == gpu_actor)
+                box = schedule.time_box(now, finish_by, left, pool)
+                t = replace(t, time_box=box)
             return t
         return None
 
@@ -393,7 +412,8 @@ def fit_all(
             idle = []
             while free:
                 actor = free.pop(0)
-                task = pick(actor[1])
+                now = time.monotonic()  # the box and the replan share this clock
+                task = pick(actor[1], now)
                 if task is None:
                     idle.append(actor)
                     continue
@@ -406,7 +426,7 @@ def fit_all(
                     model_dir(task.member, task.fold),
                 )
                 running[ref] = (actor, task)
-                dispatched[ref] = time.monotonic()
+                dispatched[ref] = now
             free = idle
             if not running:
                 if pending and starting:  # only replacements left: wait for one
@@ -431,7 +451,8 @@ def fit_all(
             except ray.exceptions.RayActorError as exc:
                 # The process or its node died (SIGKILL, OOM, lost node): the fit
                 # is not at fault. Run it again on a surviving or new actor.
-                n = lost[id(task)] = lost.get(id(task), 0) + 1
+                lost[task.member, task.fold] += 1
+                n = lost[task.member, task.fold]
                 logger.warning(
                     "actor died during %s fold %d (%s)",
                     task.member,

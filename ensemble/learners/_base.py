@@ -38,6 +38,10 @@ class FitContext:
         Threads the learner may use (the CPUs its actor reserved).
     device : str, default="cpu"
         ``"cpu"`` or ``"cuda"``.
+    time_box_s : float, optional
+        Wall seconds the fit may take (set by the fit stage under a time
+        limit). Learners with ``time_boxed`` stop adding boosting rounds when
+        it runs out and keep the best rounds so far; the others ignore it.
     """
 
     task: str
@@ -47,6 +51,7 @@ class FitContext:
     seed: int = 0
     n_threads: int = 1
     device: str = "cpu"
+    time_box_s: float | None = None
 
     @property
     def is_classification(self) -> bool:
@@ -99,6 +104,9 @@ class Learner(ABC):
     #: When the time limit affords tuning only some families, the lower
     #: ``tune_priority`` are tuned first (boosters gain most from tuning).
     tune_priority: ClassVar[int] = 5
+    #: Whether the fit honours ``FitContext.time_box_s`` (boosters: training
+    #: stops at the box with the rounds so far, so a fold cannot overrun).
+    time_boxed: ClassVar[bool] = False
     _model_file: ClassVar[str] = "model.bin"
 
     def __init__(
@@ -107,6 +115,8 @@ class Learner(ABC):
         self.params = self.check_params(params or {})
         self.context = context
         self.model_: Any = None
+        #: Set by a fit that stopped at its time box (fewer rounds than asked).
+        self.truncated_ = False
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import numpy as np
@@ -42,3 +44,44 @@ def pop_rounds(params: dict[str, Any]) -> tuple[dict[str, Any], int, int, bool]:
 def refit_rounds(best_rounds: int) -> int:
     """Rounds for the refit on the whole fold: 10% more rows, 10% more rounds."""
     return max(1, round(best_rounds * 1.1))
+
+
+class TimeBox:
+    """The wall-clock allowance of one fit, counted from its creation.
+
+    Parameters
+    ----------
+    seconds : float or None
+        The allowance (None: unlimited).
+
+    Examples
+    --------
+    >>> TimeBox(None).expired(), TimeBox(-1.0).expired()
+    (False, True)
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.start = time.monotonic()
+
+    def left(self) -> float:
+        """Seconds left (``inf`` when unlimited)."""
+        if self.seconds is None:
+            return math.inf
+        return self.seconds - (time.monotonic() - self.start)
+
+    def expired(self) -> bool:
+        """Whether the allowance is spent."""
+        return self.left() <= 0
+
+    def affords_refit(self, stage_s: float, stage_rounds: int, rounds: int) -> bool:
+        """Whether a refit of ``rounds`` on the whole fold ends inside the box.
+
+        The early-stopping stage ran ``stage_rounds`` on 90% of the rows in
+        ``stage_s`` seconds; the refit's rounds cost as much each, on 1/0.9
+        times the rows.
+        """
+        if self.seconds is None:
+            return True
+        need = stage_s * rounds / max(stage_rounds, 1) / 0.9
+        return need <= self.left()

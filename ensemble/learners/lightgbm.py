@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ._base import Learner, register
-from ._split import inner_split, pop_rounds, refit_rounds
+from ._split import TimeBox, inner_split, pop_rounds, refit_rounds
 
 
 @register
@@ -46,6 +48,7 @@ class LightGBMLearner(Learner):
     tuning_cost_ratio = 2.2
     tune_priority = 0
     core = True
+    time_boxed = True
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         import lightgbm as lgb
@@ -77,18 +80,30 @@ class LightGBMLearner(Learner):
             X[tr], y[tr], categorical_feature=cats or "auto", free_raw_data=True
         )
         dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
+        box = TimeBox(ctx.time_box_s)
+        stop = _TimeBoxStop(box)
+        callbacks: list[Callable[..., Any]] = [
+            lgb.early_stopping(patience, verbose=False)
+        ]
+        if ctx.time_box_s is not None:
+            callbacks.append(stop)
         model = lgb.train(
             params,
             dtrain,
             num_boost_round=max_rounds,
             valid_sets=[dvalid],
-            callbacks=[lgb.early_stopping(patience, verbose=False)],
+            callbacks=callbacks,
         )
-        if refit:
+        stage_s = time.monotonic() - box.start
+        self.truncated_ = stop.hit
+        if refit and not stop.hit:
             rounds = refit_rounds(model.best_iteration)
-            full = lgb.Dataset(X, y, categorical_feature=cats or "auto")
-            model = lgb.train(params, full, num_boost_round=rounds)
-            model.best_iteration = rounds
+            if box.affords_refit(stage_s, model.current_iteration(), rounds):
+                full = lgb.Dataset(X, y, categorical_feature=cats or "auto")
+                model = lgb.train(params, full, num_boost_round=rounds)
+                model.best_iteration = rounds
+            else:  # keep the early-stopped model: the refit would overrun
+                self.truncated_ = True
         self.model_ = model
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
@@ -103,3 +118,25 @@ class LightGBMLearner(Learner):
         import lightgbm as lgb
 
         self.model_ = lgb.Booster(model_file=str(path))
+
+
+class _TimeBoxStop:
+    """LightGBM callback: stop at the time box, keeping the best round so far."""
+
+    order = 40  # after early_stopping (30)
+    before_iteration = False
+
+    def __init__(self, box: TimeBox) -> None:
+        self.box = box
+        self.curve: list[float] = []  # the validation loss of every round
+        self.hit = False
+
+    def __call__(self, env: Any) -> None:
+        self.curve.append(float(env.evaluation_result_list[0][2]))
+        if not self.box.expired():
+            return
+        import lightgbm as lgb
+
+        self.hit = True
+        best = int(np.argmin(self.curve))  # every metric used here is a loss
+        raise lgb.callback.EarlyStopException(best, env.evaluation_result_list)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ._base import Learner, register
-from ._split import inner_split, pop_rounds, refit_rounds
+from ._split import TimeBox, inner_split, pop_rounds, refit_rounds
 
 
 @register
@@ -46,6 +47,7 @@ class XGBoostLearner(Learner):
     tuning_cost_ratio = 2.2
     tune_priority = 1
     core = True
+    time_boxed = True
 
     def _dmatrix(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
         import xgboost as xgb
@@ -87,6 +89,8 @@ class XGBoostLearner(Learner):
             y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed
         )
         dtrain, dvalid = self._dmatrix(X[tr], y[tr]), self._dmatrix(X[va], y[va])
+        box = TimeBox(ctx.time_box_s)
+        stop = _time_box_stop(box)
         model = xgb.train(
             params,
             dtrain,
@@ -94,13 +98,23 @@ class XGBoostLearner(Learner):
             evals=[(dvalid, "valid")],
             early_stopping_rounds=patience,
             verbose_eval=False,
+            callbacks=[stop] if ctx.time_box_s is not None else None,
         )
-        rounds = model.best_iteration + 1
-        if refit:
-            rounds = refit_rounds(rounds)
-            model = xgb.train(
-                params, self._dmatrix(X, y), num_boost_round=rounds, verbose_eval=False
-            )
+        stage_s = time.monotonic() - box.start
+        self.truncated_ = stop.hit
+        rounds = (stop.best if stop.hit else model.best_iteration) + 1
+        if refit and not stop.hit:
+            full = refit_rounds(rounds)
+            if box.affords_refit(stage_s, model.num_boosted_rounds(), full):
+                rounds = full
+                model = xgb.train(
+                    params,
+                    self._dmatrix(X, y),
+                    num_boost_round=rounds,
+                    verbose_eval=False,
+                )
+            else:  # keep the early-stopped model: the refit would overrun
+                self.truncated_ = True
         # Keep only the rounds that predict uses (drops the early-stopped tail).
         self.model_ = model[:rounds]
 
@@ -117,3 +131,25 @@ class XGBoostLearner(Learner):
         self.model_ = xgb.Booster()
         self.model_.load_model(str(path))
         self.model_.set_param({"device": "cpu", "nthread": self.context.n_threads})
+
+
+def _time_box_stop(box: TimeBox) -> Any:
+    """An XGBoost callback that stops training when ``box`` is spent.
+
+    It records the best round so far (``best``, 0-based) from the validation
+    curve: it may run before the early-stopping callback has recorded one.
+    """
+    import xgboost as xgb
+
+    class TimeBoxStop(xgb.callback.TrainingCallback):
+        hit = False
+        best = 0
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            self.hit = box.expired()
+            if self.hit:
+                curve = next(iter(evals_log["valid"].values()))
+                self.best = int(np.argmin(curve))  # every metric here is a loss
+            return self.hit
+
+    return TimeBoxStop()

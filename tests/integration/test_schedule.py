@@ -57,3 +57,53 @@ def test_a_member_far_over_its_estimate_is_dropped_early(ray_session, tmp_path):
     assert {r.member for r in outcome.results} == {"linear"}
     assert finished["slow_rf"] == 0  # its first two folds were stopped mid-fit
     assert finished["linear"] == 10
+
+
+def _boxed_run(tmp_path, time_boxed: bool):
+    """lgbm at lr 0.001 with no early stop claims 0.05 s a fold but would run
+    100,000 rounds; linear is cheap. 12 s to the finish line on 2 actors."""
+    from ensemble import train
+
+    X, y, fold = _data(n=20_000, n_folds=5)
+    ctx = FitContext(
+        task="binary",
+        n_classes=2,
+        cat_mask=(False,) * 10,
+        n_categories=(0,) * 10,
+        seed=0,
+    )
+    slow = {"learning_rate": 0.001, "max_rounds": 100_000}
+    slow["early_stopping_rounds"] = 100_000
+    tasks = [
+        train.FitTask("linear", "linear", {}, k, 0.01, False, 0.0) for k in range(5)
+    ] + [
+        train.FitTask("lgbm", "lgbm", slow, k, 0.05, False, 1.0, time_boxed=time_boxed)
+        for k in range(5)
+    ]
+    t0 = time.monotonic()
+    return train.fit_all(
+        tasks,
+        train.put_data(X, y, fold),
+        ctx,
+        lambda member, k: str(tmp_path / member / f"fold{k}"),
+        deadline=t0 + 10.0,
+        finish_by=t0 + 12.0,
+    )
+
+
+def test_time_boxed_folds_keep_a_member_that_would_overrun(ray_session, tmp_path):
+    """Boxed, each lgbm fold gets its share of the time to the finish line and
+    stops there with the rounds so far: every fold ends, truncated, and the
+    member is kept. Unboxed, the same member is dropped once its folds run
+    past the point where they could end in time."""
+    boxed = _boxed_run(tmp_path / "boxed", time_boxed=True)
+    assert boxed.skipped == [] and boxed.failed == {}
+    lgbm = sorted(
+        (r for r in boxed.results if r.member == "lgbm"), key=lambda r: r.fold
+    )
+    assert [r.fold for r in lgbm] == list(range(5))
+    assert all(r.truncated for r in lgbm)
+    assert not any(r.truncated for r in boxed.results if r.member == "linear")
+    plain = _boxed_run(tmp_path / "plain", time_boxed=False)
+    assert plain.skipped == ["lgbm"]
+    assert {r.member for r in plain.results} == {"linear"}

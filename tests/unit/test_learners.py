@@ -131,3 +131,40 @@ def test_resources_are_declared(key):
         "mlp",
         "xgb",
     }
+
+
+@pytest.mark.parametrize("key", ["lgbm", "xgb"])
+def test_time_box_stops_boosting_and_a_roomy_box_changes_nothing(key):
+    from dataclasses import replace
+
+    X, y, ctx = _data("binary")
+    assert get(key).time_boxed
+    free = get(key)({}, context=ctx).fit(X[:200], y[:200])
+    roomy = get(key)({}, context=replace(ctx, time_box_s=1e6)).fit(X[:200], y[:200])
+    np.testing.assert_array_equal(free.predict(X[200:]), roomy.predict(X[200:]))
+    assert not free.truncated_ and not roomy.truncated_
+    # A spent box: one round, no refit, flagged; still a valid model.
+    spent = get(key)({}, context=replace(ctx, time_box_s=0.0)).fit(X[:200], y[:200])
+    assert spent.truncated_
+    rounds = (
+        spent.model_.best_iteration
+        if key == "lgbm"
+        else spent.model_.num_boosted_rounds()
+    )
+    assert rounds == 1
+    pred = spent.predict(X[200:])
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_time_box_refit_only_when_it_fits():
+    from ensemble.learners._split import TimeBox
+
+    box = TimeBox(10.0)
+    # 100 rounds took 3 s on 90% of the rows: 110 rounds on all need ~3.7 s
+    assert box.affords_refit(3.0, 100, 110)
+    assert not box.affords_refit(9.0, 100, 110)  # ~11 s > 10 s left
+    assert TimeBox(None).affords_refit(1e9, 1, 10_000)
+
+
+def test_only_the_boosters_are_time_boxed():
+    assert sorted(k for k in available() if get(k).time_boxed) == ["lgbm", "xgb"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ensemble.schedule import Estimates, doomed
+from ensemble.schedule import Estimates, doomed, time_box
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,19 @@ class T:
     cost: float
     uses_gpu: bool = False
     fold: int = 0
+    time_boxed: bool = False
+    time_box: float | None = None
 
 
-def folds(member: str, cost: float, n: int = 5, learner: str | None = None, gpu=False):
-    return [T(member, learner or member, cost, gpu, k) for k in range(n)]
+def folds(
+    member: str,
+    cost: float,
+    n: int = 5,
+    learner: str | None = None,
+    gpu=False,
+    boxed=False,
+):
+    return [T(member, learner or member, cost, gpu, k, boxed) for k in range(n)]
 
 
 def test_estimates_learn_from_the_member_then_the_learner():
@@ -142,3 +151,43 @@ def test_a_fold_running_past_its_estimate_stretches_the_waiting_ones():
     # at the estimate (running 5 s of 10) the same plan fits easily
     early = [(lgbm[0], 5.0), (lgbm[1], 5.0)]
     assert doomed(lgbm[2:], early, est, start_by=60.0, **kw) == []
+
+
+def test_time_box_shares_the_time_left_between_the_waves():
+    assert time_box(0.0, 90.0, folds_left=5, slots=2) == 30.0  # 3 waves
+    assert time_box(30.0, 90.0, folds_left=3, slots=2) == 30.0  # 2 waves
+    assert time_box(60.0, 90.0, folds_left=1, slots=2) == 30.0
+    assert time_box(0.0, 90.0, folds_left=4, slots=4) == 90.0
+    assert time_box(100.0, 90.0, folds_left=1, slots=2) == 0.0  # past the line
+
+
+def test_a_time_boxed_member_on_a_low_estimate_is_kept_with_shorter_folds():
+    # lgbm turned out 3x slower than estimated (30 s a fold, not 10): the plan
+    # would drop it (test above), but boxed folds share the 50 s left between
+    # 2 waves of 25 s, within the finish line, so it stays.
+    est = Estimates()
+    plain, boxed = folds("lgbm", 10.0), folds("lgbm", 10.0, boxed=True)
+    est.observe(plain[0], 30.0)
+    kw = {"cpu_slots": 2, "now": 30.0, "start_by": 70.0, "finish_by": 80.0}
+    kw["finished"] = ["linear"]
+    assert doomed(plain[1:], [], est, **kw) == ["lgbm"]
+    assert doomed(boxed[1:], [], est, **kw) == []
+    # a box under a quarter of the fold's expected time is not worth a slot:
+    # 4 folds on 2 slots with 14 s left give 7 s boxes for 30 s folds
+    late = {**kw, "now": 66.0, "start_by": 80.0}
+    assert doomed(boxed[1:], [], est, **late) == ["lgbm"]
+    # ... and 8 s boxes (16 s left) are enough
+    assert doomed(boxed[1:], [], est, **{**late, "now": 64.0}) == []
+
+
+def test_a_running_time_boxed_fold_ends_at_its_box():
+    # lgbm folds have run 40 s of a 45 s box but were expected at 10 s: an
+    # unboxed fold would be expected to need 10 s more (a quarter of 40 s) and
+    # end at 50 s, after the line at 48 s; the boxed one stops at 45 s.
+    est = Estimates()
+    run = [T("lgbm", "lgbm", 10.0, False, k, True, 45.0) for k in range(2)]
+    plain = [T("lgbm", "lgbm", 10.0, False, k) for k in range(2)]
+    kw = {"cpu_slots": 2, "now": 40.0, "start_by": 48.0, "finish_by": 48.0}
+    kw["finished"] = ["linear"]
+    assert doomed([], [(t, 40.0) for t in run], est, **kw) == []
+    assert doomed([], [(t, 40.0) for t in plain], est, **kw) == ["lgbm"]
