@@ -17,6 +17,16 @@ def _data(n: int = 4000, n_folds: int = 10):
     return X, y, fold
 
 
+def _ctx() -> FitContext:
+    return FitContext(
+        task="binary",
+        n_classes=2,
+        cat_mask=(False,) * 10,
+        n_categories=(0,) * 10,
+        seed=0,
+    )
+
+
 def test_a_member_far_over_its_estimate_is_dropped_early(ray_session, tmp_path):
     """rf claims 0.05 s a fold but takes ~10 s. While its first two folds run
     far past that, the plan (re-checked every second) sees that its ten folds
@@ -27,13 +37,7 @@ def test_a_member_far_over_its_estimate_is_dropped_early(ray_session, tmp_path):
     from ensemble import train
 
     X, y, fold = _data()
-    ctx = FitContext(
-        task="binary",
-        n_classes=2,
-        cat_mask=(False,) * 10,
-        n_categories=(0,) * 10,
-        seed=0,
-    )
+    ctx = _ctx()
     tasks = [
         train.FitTask("slow_rf", "rf", {"n_estimators": 1500}, k, 0.05, False, 0.0)
         for k in range(10)
@@ -65,13 +69,7 @@ def _boxed_run(tmp_path, time_boxed: bool):
     from ensemble import train
 
     X, y, fold = _data(n=20_000, n_folds=5)
-    ctx = FitContext(
-        task="binary",
-        n_classes=2,
-        cat_mask=(False,) * 10,
-        n_categories=(0,) * 10,
-        seed=0,
-    )
+    ctx = _ctx()
     slow = {"learning_rate": 0.001, "max_rounds": 100_000}
     slow["early_stopping_rounds"] = 100_000
     tasks = [
