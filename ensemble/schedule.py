@@ -112,9 +112,10 @@ def time_box(start: float, finish_by: float, folds_left: int, slots: int) -> flo
     """Seconds a time-boxed fold starting at ``start`` may take.
 
     The time left to ``finish_by`` is shared equally by the waves that the
-    member's ``folds_left`` folds not yet started (this one included) need on
-    ``slots`` actors, so every fold ends by the finish line when each keeps to
-    its box.
+    member's ``folds_left`` unfinished folds (this one, the ones not started
+    and the ones running) need on ``slots`` actors, so every fold ends by the
+    finish line when each keeps to its box, and the folds of one wave get the
+    same box.
 
     Examples
     --------
@@ -236,19 +237,24 @@ def _replay(
     for task, elapsed in running:
         floor[task.member] = max(floor.get(task.member, 0.0), elapsed)
     pools: dict[bool, list[float]] = {False: [], True: []}
+    started: list[_Slot] = []
     for task, elapsed in running:
         end = now + estimates.remaining(task, elapsed)
         if task.time_boxed and task.time_box is not None:
             # It stops at its box (predicting and saving may take a moment).
             end = max(min(end, now - elapsed + task.time_box), now)
         pools[bool(gpu_slots) and task.uses_gpu].append(end)
-        yield _Slot(task, now - elapsed, end)
+        started.append(_Slot(task, now - elapsed, end))
+    yield from started
     size = {False: max(cpu_slots, 1), True: gpu_slots}
     for gpu, n in size.items():
         free = pools[gpu]
         free.extend([now] * max(0, n - len(free)))
         heapq.heapify(free)
     left = Counter(t.member for t in pending)  # folds not started, per member
+    ends: dict[str, list[float]] = {}  # ends of each member's started folds
+    for slot in started:
+        ends.setdefault(slot.task.member, []).append(slot.end)
     for task in pending:
         gpu = bool(gpu_slots) and task.uses_gpu
         free = pools[gpu]
@@ -256,10 +262,12 @@ def _replay(
         need = max(estimates.seconds(task), floor.get(task.member, 0.0))
         short = False
         if task.time_boxed and finish_by is not None:
-            box = time_box(start, finish_by, left[task.member], size[gpu])
+            busy = sum(end > start for end in ends.get(task.member, ()))
+            box = time_box(start, finish_by, left[task.member] + busy, size[gpu])
             short = box < MIN_BOX_FRACTION * need
             need = min(need, box)
         left[task.member] -= 1
+        ends.setdefault(task.member, []).append(start + need)
         heapq.heappush(free, start + need)
         yield _Slot(task, start, start + need, short)
 

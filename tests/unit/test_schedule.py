@@ -191,3 +191,21 @@ def test_a_running_time_boxed_fold_ends_at_its_box():
     kw["finished"] = ["linear"]
     assert doomed([], [(t, 40.0) for t in run], est, **kw) == []
     assert doomed([], [(t, 40.0) for t in plain], est, **kw) == ["lgbm"]
+
+
+def test_the_folds_of_one_wave_get_the_same_box():
+    from ensemble.schedule import _replay
+
+    # fold 0 runs with a 30 s box (5 folds, 2 slots, 90 s: 3 waves); fold 1,
+    # starting beside it, counts it and gets 30 s too, not 90 / 2 = 45 s
+    boxed = folds("lgbm", 100.0, boxed=True)
+    running = [(T("lgbm", "lgbm", 100.0, False, 0, True, 30.0), 0.0)]
+    slots = list(_replay(boxed[1:], running, Estimates(), (2, 0), 0.0, 90.0))
+    assert [(s.start, s.end) for s in slots] == [
+        (0.0, 30.0),
+        (0.0, 30.0),
+        (30.0, 60.0),
+        (30.0, 60.0),
+        (60.0, 90.0),
+    ]
+    assert not any(s.short for s in slots)
