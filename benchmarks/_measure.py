@@ -1,8 +1,12 @@
-"""Peak memory of a process tree, sampled from /proc (no psutil needed)."""
+"""Peak memory of a process tree, sampled from /proc (no psutil needed).
+
+Also: dropping a measured run's fold models (they are what fills the disk).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -73,3 +77,18 @@ class PeakRSS:
     @property
     def peak_mib(self) -> float:
         return self.peak / 2**20
+
+
+def drop_models(run_dir: Path) -> None:
+    """Delete ``run_dir/models`` once a run is measured, and say how much went.
+
+    A benchmark reads only the run's Parquet files and manifest; its fold
+    models are large (a letter run keeps ~2.9 GB of forests) and repeated
+    ``make bench`` runs filled a 64 GB disk. ``--keep-models`` keeps them.
+    """
+    models = Path(run_dir) / "models"
+    if not models.is_dir():
+        return
+    size = sum(f.stat().st_size for f in models.rglob("*") if f.is_file())
+    shutil.rmtree(models)
+    print(f"removed {models} ({size / 1024**2:,.0f} MiB; --keep-models keeps it)")

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _measure import PeakRSS  # noqa: E402
+from _measure import PeakRSS, drop_models  # noqa: E402
 
 from ensemble import runtime  # noqa: E402
 from ensemble.config import DEFAULT_LEARNERS, RunConfig  # noqa: E402
@@ -308,6 +308,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         action="store_true",
         help="skip our second run with --time-limit = half of sklearn's wall",
     )
+    p.add_argument(
+        "--keep-models",
+        action="store_true",
+        help="keep the fold models of our runs (deleted once measured)",
+    )
     args = p.parse_args(argv)
 
     learners = [k.strip() for k in args.learners.split(",") if k.strip()]
@@ -330,6 +335,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         verbose=0,
     )
     rows, result = run_ours(cfg, data, args.num_cpus)
+    if not args.keep_models:
+        drop_models(result.run_dir.path)
     if not args.no_sklearn:
         sk = run_sklearn(data, learners, metric, args.seed)
         rows.append(sk)
@@ -344,6 +351,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             row["system"] = f"ensemble @ 0.5x sklearn wall, {row['system']}"
             row["kind"] = "ensemble_half"
             row["members"] = ",".join(half_result.manifest["members"])
+            if not args.keep_models:
+                drop_models(half_result.run_dir.path)
             rows.append(row)
     ag_python = Path(args.autogluon_python)
     if not args.no_autogluon:

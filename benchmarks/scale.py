@@ -24,7 +24,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _measure import PeakRSS  # noqa: E402
+from _measure import PeakRSS, drop_models  # noqa: E402
 
 ENSEMBLE = [sys.executable, "-m", "ensemble.cli"]
 
@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--features", type=int, default=50)
     p.add_argument("--time-limit", type=float, default=300)
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument(
+        "--keep-models",
+        action="store_true",
+        help="keep the fold models of each run (deleted once measured)",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = []
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+        if not args.keep_models:
+            drop_models(run_dir)
         # Written after every size: the largest one may take long.
         table = pd.DataFrame(rows)
         path = out / f"scale-tl{int(args.time_limit)}.parquet"
