@@ -240,7 +240,7 @@ def _replay(
     started: list[_Slot] = []
     for task, elapsed in running:
         end = now + estimates.remaining(task, elapsed)
-        if task.time_boxed and task.time_box is not None:
+        if task.time_box is not None:
             # It stops at its box (predicting and saving may take a moment).
             end = max(min(end, now - elapsed + task.time_box), now)
         pools[bool(gpu_slots) and task.uses_gpu].append(end)

@@ -74,14 +74,15 @@ class TimeBox:
         """Whether the allowance is spent."""
         return self.left() <= 0
 
-    def affords_refit(self, stage_s: float, stage_rounds: int, rounds: int) -> bool:
+    def affords_refit(self, stage_rounds: int, rounds: int) -> bool:
         """Whether a refit of ``rounds`` on the whole fold ends inside the box.
 
-        The early-stopping stage ran ``stage_rounds`` on 90% of the rows in
-        ``stage_s`` seconds; the refit's rounds cost as much each, on 1/0.9
-        times the rows.
+        Called when the early-stopping stage, begun with the box, has just run
+        ``stage_rounds`` on 90% of the rows; the refit's rounds cost as much
+        each, on 1/0.9 times the rows.
         """
         if self.seconds is None:
             return True
+        stage_s = time.monotonic() - self.start
         need = stage_s * rounds / max(stage_rounds, 1) / 0.9
         return need <= self.left()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,11 +93,10 @@ class LightGBMLearner(Learner):
             valid_sets=[dvalid],
             callbacks=callbacks,
         )
-        stage_s = time.monotonic() - box.start
         self.truncated_ = stop.hit
         if refit and not stop.hit:
             rounds = refit_rounds(model.best_iteration)
-            if box.affords_refit(stage_s, model.current_iteration(), rounds):
+            if box.affords_refit(model.current_iteration(), rounds):
                 full = lgb.Dataset(X, y, categorical_feature=cats or "auto")
                 model = lgb.train(params, full, num_boost_round=rounds)
                 model.best_iteration = rounds

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,12 +99,11 @@ class XGBoostLearner(Learner):
             verbose_eval=False,
             callbacks=[stop] if ctx.time_box_s is not None else None,
         )
-        stage_s = time.monotonic() - box.start
         self.truncated_ = stop.hit
         rounds = (stop.best if stop.hit else model.best_iteration) + 1
         if refit and not stop.hit:
             full = refit_rounds(rounds)
-            if box.affords_refit(stage_s, model.num_boosted_rounds(), full):
+            if box.affords_refit(model.num_boosted_rounds(), full):
                 rounds = full
                 model = xgb.train(
                     params,

@@ -161,9 +161,11 @@ def test_time_box_refit_only_when_it_fits():
 
     box = TimeBox(10.0)
     # 100 rounds took 3 s on 90% of the rows: 110 rounds on all need ~3.7 s
-    assert box.affords_refit(3.0, 100, 110)
-    assert not box.affords_refit(9.0, 100, 110)  # ~11 s > 10 s left
-    assert TimeBox(None).affords_refit(1e9, 1, 10_000)
+    box.start -= 3.0
+    assert box.affords_refit(100, 110)
+    box.start -= 6.0  # 100 rounds in 9 s: ~11 s needed, 1 s left
+    assert not box.affords_refit(100, 110)
+    assert TimeBox(None).affords_refit(1, 10_000)
 
 
 def test_only_the_boosters_are_time_boxed():
