@@ -1,7 +1,7 @@
 """Run AutoGluon in its own venv (its pins clash with ours); called by compare.py.
 
 Reads the training and holdout rows compare.py wrote, fits TabularPredictor
-(preset medium_quality, the given time limit) and writes holdout predictions.
+(the given preset and time limit) and writes holdout predictions.
 Prints one JSON line with its own timings.
 """
 
@@ -21,11 +21,13 @@ def main() -> None:
     p.add_argument("--label", required=True)
     p.add_argument("--problem-type", required=True)
     p.add_argument("--eval-metric", required=True)
+    p.add_argument("--presets", default="medium_quality")
     p.add_argument("--time-limit", type=float, required=True)
     p.add_argument("--path", required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
+    import autogluon.tabular
     from autogluon.tabular import TabularPredictor
 
     train = pd.read_parquet(args.train)
@@ -37,7 +39,7 @@ def main() -> None:
         eval_metric=args.eval_metric,
         path=args.path,
         verbosity=1,
-    ).fit(train, presets="medium_quality", time_limit=args.time_limit)
+    ).fit(train, presets=args.presets, time_limit=args.time_limit)
     fit_s = time.perf_counter() - t0
     features = test.drop(columns=[args.label])
     if args.problem_type == "regression":
@@ -47,7 +49,8 @@ def main() -> None:
         out = pd.DataFrame({f"pred_{c}": proba[c].to_numpy() for c in proba.columns})
     out.to_parquet(args.out)
     best = predictor.model_best
-    print(json.dumps({"fit_s": fit_s, "best": best}))
+    version = autogluon.tabular.__version__
+    print(json.dumps({"fit_s": fit_s, "best": best, "version": version}))
 
 
 if __name__ == "__main__":

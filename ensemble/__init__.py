@@ -18,6 +18,7 @@ from .exceptions import (
     FusionError,
     NotFittedError,
     RunStateError,
+    UnknownFusionError,
     UnknownLearnerError,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "NotFittedError",
     "RunConfig",
     "RunStateError",
+    "UnknownFusionError",
     "UnknownLearnerError",
     "__version__",
     "load",

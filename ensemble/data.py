@@ -414,6 +414,36 @@ def prepare(
     DataError
         With one line naming the problem and the fix.
     """
+    _check_columns(frame, target, drop_columns)
+    y_raw = frame[target]
+    n_missing = int(y_raw.isna().sum())
+    if n_missing:
+        raise DataError(
+            f"target column {target!r} has {n_missing} missing values; drop those rows "
+            "or fill the target before fitting"
+        )
+    if task == "auto":
+        task = infer_task(y_raw)
+    features = frame.drop(columns=[target, *drop_columns])
+    _check_features(features)
+    y, classes, task = _encode_target(y_raw, target, task)
+    _check_rows(len(frame), y, classes, n_folds=n_folds, holdout=holdout)
+    schema = FeatureSchema.infer(features)
+    return PreparedData(
+        X=schema.transform(features),
+        y=y,
+        fold=assign_folds(y, task=task, n_folds=n_folds, holdout=holdout, seed=seed),
+        task=task,
+        classes=classes,
+        schema=schema,
+        target=target,
+        data_sha256=data_sha256,
+    )
+
+
+def _check_columns(
+    frame: pd.DataFrame, target: str, drop_columns: tuple[str, ...]
+) -> None:
     cols = [str(c) for c in frame.columns]
     dup = sorted({c for c in cols if cols.count(c) > 1})
     if dup:
@@ -433,16 +463,9 @@ def prepare(
     missing_drop = [c for c in drop_columns if c not in frame.columns]
     if missing_drop:
         raise DataError(f"drop_columns names columns not in the table: {missing_drop}")
-    y_raw = frame[target]
-    n_missing = int(y_raw.isna().sum())
-    if n_missing:
-        raise DataError(
-            f"target column {target!r} has {n_missing} missing values; drop those rows "
-            "or fill the target before fitting"
-        )
-    if task == "auto":
-        task = infer_task(y_raw)
-    features = frame.drop(columns=[target, *drop_columns])
+
+
+def _check_features(features: pd.DataFrame) -> None:
     if features.shape[1] == 0:
         raise DataError(
             "the table has no feature columns besides the target; add features"
@@ -465,7 +488,11 @@ def prepare(
             + f"; fix the data or pass --drop-columns {','.join(constant)}"
         )
 
-    classes: list[Any] = []
+
+def _encode_target(
+    y_raw: pd.Series, target: str, task: str
+) -> tuple[np.ndarray, list[Any], str]:
+    """The encoded target, its classes in code order, and the settled task."""
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(y_raw) or pd.api.types.is_bool_dtype(
             y_raw
@@ -479,32 +506,36 @@ def prepare(
             raise DataError(
                 f"target column {target!r} has infinite values; remove them"
             )
-    else:
-        uniques = pd.unique(y_raw)
-        try:
-            ordered = sorted(uniques)
-        except TypeError:
-            ordered = sorted(uniques, key=str)
-        classes = [_python_scalar(v) for v in ordered]
-        if len(classes) < 2:
-            raise DataError(
-                f"target column {target!r} has a single class ({classes[0]!r}); a "
-                "classifier needs at least two"
-            )
-        if task == "binary" and len(classes) > 2:
-            raise DataError(
-                f"task is binary but target {target!r} has {len(classes)} classes; use "
-                "--task multiclass"
-            )
-        if task == "multiclass" and len(classes) == 2:
-            task = "binary"
-        code = {c: i for i, c in enumerate(ordered)}
-        y = y_raw.map(code).to_numpy(dtype=np.int64)
+        return y, [], task
+    uniques = pd.unique(y_raw)
+    try:
+        ordered = sorted(uniques)
+    except TypeError:
+        ordered = sorted(uniques, key=str)
+    classes = [_python_scalar(v) for v in ordered]
+    if len(classes) < 2:
+        raise DataError(
+            f"target column {target!r} has a single class ({classes[0]!r}); a "
+            "classifier needs at least two"
+        )
+    if task == "binary" and len(classes) > 2:
+        raise DataError(
+            f"task is binary but target {target!r} has {len(classes)} classes; use "
+            "--task multiclass"
+        )
+    if task == "multiclass" and len(classes) == 2:
+        task = "binary"
+    code = {c: i for i, c in enumerate(ordered)}
+    return y_raw.map(code).to_numpy(dtype=np.int64), classes, task
 
-    n_train = len(frame) - math.ceil(len(frame) * holdout)
+
+def _check_rows(
+    n_rows: int, y: np.ndarray, classes: list[Any], *, n_folds: int, holdout: float
+) -> None:
+    n_train = n_rows - math.ceil(n_rows * holdout)
     if n_train < n_folds * 2:
         raise DataError(
-            f"{len(frame)} rows are too few for {n_folds} folds after a {holdout:.0%} "
+            f"{n_rows} rows are too few for {n_folds} folds after a {holdout:.0%} "
             f"holdout; give more rows or lower --folds"
         )
     if classes:
@@ -518,17 +549,3 @@ def prepare(
                 f"folds plus a holdout (needs >= {need}); merge rare classes, drop "
                 "them, or lower --folds"
             )
-
-    schema = FeatureSchema.infer(features)
-    X = schema.transform(features)
-    fold = assign_folds(y, task=task, n_folds=n_folds, holdout=holdout, seed=seed)
-    return PreparedData(
-        X=X,
-        y=y,
-        fold=fold,
-        task=task,
-        classes=classes,
-        schema=schema,
-        target=target,
-        data_sha256=data_sha256,
-    )

@@ -17,7 +17,9 @@ __all__ = [
     "FusionError",
     "NotFittedError",
     "RunStateError",
+    "UnknownFusionError",
     "UnknownLearnerError",
+    "describe",
 ]
 
 
@@ -48,6 +50,12 @@ class DataError(EnsembleError, ValueError):
 
 class UnknownLearnerError(EnsembleError, LookupError):
     """A learner key is not in the registry."""
+
+    exit_code = 2
+
+
+class UnknownFusionError(EnsembleError, LookupError):
+    """A fusion key is not in the registry."""
 
     exit_code = 2
 
@@ -86,3 +94,15 @@ class BaseLearnerFailed(EnsembleError, RuntimeError):
         self.fold = fold
         self.reason = reason
         super().__init__(f"member {member!r} failed on fold {fold}: {reason}")
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: last line`` of an error, or of the error it wraps.
+
+    Ray wraps a worker's exception as ``cause``; one short line is what logs
+    and manifests need.
+    """
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    last = text[-1] if text else type(cause).__name__
+    return f"{type(cause).__name__}: {last}"[:300]

@@ -74,7 +74,7 @@ class FittedEnsemble:
         if not load_models:
             return
         if self.model in students:
-            from .compress import Student
+            from .student import Student
 
             self.student_ = Student.load(self.run.path / "models" / self.model)
             self.member_names_ = []

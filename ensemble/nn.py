@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TorchTrainer", "build_mlp"]
+__all__ = ["TorchTrainer", "auto_batch_size", "build_mlp"]
 
 
 def _torch() -> Any:
@@ -24,6 +24,23 @@ def _torch() -> Any:
 
 
 SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
+
+
+def auto_batch_size(value: Any, n_rows: int) -> int:
+    """``value`` as an int; ``"auto"`` → a power of two near ``n_rows / 100``.
+
+    128 up to ~16k rows, then doubling with the rows (up to 1024), so an epoch
+    stays ~100-300 steps: small batches generalise better on small tables,
+    large ones keep big tables affordable.
+
+    Examples
+    --------
+    >>> auto_batch_size("auto", 11_520), auto_batch_size("auto", 35_000)
+    (128, 256)
+    """
+    if value != "auto":
+        return int(value)
+    return int(min(1024, max(128, 2 ** round(math.log2(max(n_rows, 1) / 100)))))
 
 
 class TorchTrainer:

@@ -11,27 +11,24 @@ slots to members that can.
 
 Under a finish line, the folds of a *time-boxed* learner (the boosters: they
 stop adding rounds when told) get a share of the time left instead
-(:func:`time_box`), so a member whose estimate was too low still ends every
-fold in time, with fewer rounds, rather than being dropped after its first
-folds ran. Its folds are late only when a box would leave less than
-``MIN_BOX_FRACTION`` of the fold's expected time.
+(:func:`ensemble.budget.time_box`), so a member whose estimate was too low
+still ends every fold in time, with fewer rounds, rather than being dropped
+after its first folds ran. Its folds are late only when a box would leave less
+than ``budget.MIN_BOX_FRACTION`` of the fold's expected time.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["MIN_BOX_FRACTION", "Estimates", "Task", "doomed", "time_box"]
+from .budget import MIN_BOX_FRACTION, time_box
 
-#: A time-boxed fold whose box is shorter than this fraction of its expected
-#: time is as good as late (a booster cut to a few rounds is not worth a slot).
-MIN_BOX_FRACTION = 0.25
+__all__ = ["Estimates", "Task", "doomed"]
 
 
 class Task(Protocol):
@@ -106,26 +103,6 @@ class Estimates:
         the time it has run (the estimate was wrong; by how much is unknown).
         """
         return max(self.seconds(task) - elapsed, 0.25 * elapsed)
-
-
-def time_box(start: float, finish_by: float, folds_left: int, slots: int) -> float:
-    """Seconds a time-boxed fold starting at ``start`` may take.
-
-    The time left to ``finish_by`` is shared equally by the waves that the
-    member's ``folds_left`` unfinished folds (this one, the ones not started
-    and the ones running) need on ``slots`` actors, so every fold ends by the
-    finish line when each keeps to its box, and the folds of one wave get the
-    same box.
-
-    Examples
-    --------
-    >>> time_box(0.0, 90.0, folds_left=5, slots=2)  # 3 waves of 30 s
-    30.0
-    >>> time_box(60.0, 90.0, folds_left=1, slots=2)
-    30.0
-    """
-    waves = math.ceil(max(folds_left, 1) / max(slots, 1))
-    return max(finish_by - start, 0.0) / waves
 
 
 def doomed(

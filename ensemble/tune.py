@@ -8,6 +8,12 @@ folds. Optuna TPE (seeded) searches by default; the learner's default
 configuration is always evaluated first, so a tuned family can only match or
 beat its defaults on CV. The best ``top_n`` finished trials of each family
 become ensemble members.
+
+A resumed run reads back the families that finished (``<family>.family.pkl``)
+and, for the family that was interrupted, every trial that had reported all
+its folds (from Tune's per-trial ``result.json``, written as each fold ends),
+then searches only for the rest. Tune's own experiment state is not needed: a
+driver killed while Tune wrote it leaves it unreadable.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import logging
 import math
 import os
 import pickle
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,31 +33,21 @@ import numpy as np
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
 
+from . import budget
 from .artifacts import REQUIRED_COLUMNS
 from .learners import FitContext, get
 from .metrics import score, to_loss
+from .specs import MemberSpec
 
-__all__ = ["MemberSpec", "TuneOutcome", "to_tune_space", "tune_learners"]
+__all__ = ["TuneOutcome", "empty_trials", "to_tune_space", "tune_learners"]
 
 logger = logging.getLogger(__name__)
 
-# Least tuning time worth giving a family: Tuner start-up plus one 5-fold trial
-# of a mid-sized learner on adult (~40k rows) on one core.
-MIN_FAMILY_S = 20.0
-
-
-@dataclass(frozen=True)
-class MemberSpec:
-    """An ensemble member: a learner key and its parameters."""
-
-    name: str
-    learner: str
-    params: dict[str, Any]
-    rank: int = 1  # 1 = the family's best configuration
-    #: Expected seconds of one fold fit, from the tuning trial's measured time
-    #: (None: not tuned; the learner's calibrated estimate applies).
-    fold_s: float | None = None
+_TRIAL_COLUMNS = [*REQUIRED_COLUMNS["trials.parquet"], "folds", "member"]
 
 
 @dataclass
@@ -81,6 +76,11 @@ def to_tune_space(space: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown space kind {kind!r} for {name!r}")
     return out
+
+
+def empty_trials() -> pd.DataFrame:
+    """``trials.parquet`` of a run that tuned nothing."""
+    return pd.DataFrame(columns=_TRIAL_COLUMNS)
 
 
 def _trainable(
@@ -117,6 +117,24 @@ def _trainable(
         )
 
 
+class _ResumedOptuna(OptunaSearch):
+    """Optuna told the finished trials of an interrupted search.
+
+    The points still to run are queued first (``OptunaSearch`` takes either
+    evaluated points or points to run, not both).
+    """
+
+    def __init__(self, queued: list[dict[str, Any]], **kwargs: Any) -> None:
+        self._queued = queued
+        super().__init__(**kwargs)
+
+    def _setup_study(self, mode: Any) -> None:
+        super()._setup_study(mode)
+        study: Any = self._ot_study
+        for point in self._queued:
+            study.enqueue_trial(point)
+
+
 class _Progress(tune.Callback):
     """Calls ``on_trial(learner, n_done, best_score)`` as trials finish."""
 
@@ -125,12 +143,14 @@ class _Progress(tune.Callback):
         learner: str,
         metric: str,
         on_trial: Callable[[str, int, float], None] | None,
+        done: int = 0,
+        best: float = math.nan,
     ) -> None:
         self.learner = learner
         self.metric = metric
         self.on_trial = on_trial
-        self.done = 0
-        self.best = math.nan
+        self.done = done
+        self.best = best
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the hook (which
@@ -149,6 +169,141 @@ class _Progress(tune.Callback):
             self.best = float(s)
         if self.on_trial is not None:
             self.on_trial(self.learner, self.done, self.best)
+
+
+@dataclass
+class _Search:
+    """What the search of every family shares (one run's tuning stage)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    fold: np.ndarray
+    context: FitContext
+    metric: str
+    storage: Path
+    n_trials: int | None
+    top_n: int
+    search: str
+    seed: int
+    on_trial: Callable[[str, int, float], None] | None
+    verbose: int
+    resume: bool
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.fold.max()) + 1
+
+    def family(
+        self,
+        key: str,
+        space: dict[str, tuple[Any, ...]],
+        fixed: dict[str, Any],
+        time_budget_s: float | None,
+    ) -> pd.DataFrame:
+        """Search one family; one row per trial (recovered ones included)."""
+        cls = get(key)
+        experiment = self.storage / key
+        done = _finished_trials(experiment, self.n_folds) if self.resume else []
+        if done:
+            logger.info("resume: %s keeps %d finished trials", key, len(done))
+        rows = [_recovered_row(key, t, list(space), fixed, self.metric) for t in done]
+        n_trials = None if self.n_trials is None else self.n_trials - len(done)
+        if n_trials is not None and n_trials <= 0:
+            return _frame(rows)
+        params = cls.check_params(fixed)
+        defaults = {k: _clamp(params[k], space[k]) for k in space}
+        tuner = self._tuner(key, space, fixed, defaults, done, n_trials, time_budget_s)
+        t0 = time.monotonic()
+        df = tuner.fit().get_dataframe()
+        logger.info(
+            "tuned %s: %d trials in %.1f s", key, len(df), time.monotonic() - t0
+        )
+        rows += _trial_rows(key, df, list(space), fixed, self.metric, self.n_folds)
+        return _frame(rows)
+
+    def _tuner(
+        self,
+        key: str,
+        space: dict[str, tuple[Any, ...]],
+        fixed: dict[str, Any],
+        defaults: dict[str, Any],
+        done: list[dict[str, Any]],
+        n_trials: int | None,
+        time_budget_s: float | None,
+    ) -> tune.Tuner:
+        resources = ray.cluster_resources()
+        n_cpu = max(1, int(resources.get("CPU", 1)))
+        res: dict[str, float] = {"cpu": 1}
+        if float(resources.get("GPU", 0)) >= 0.5 and get(key).uses_gpu:
+            res["gpu"] = 0.5
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trainable,
+                learner=key,
+                X=self.X,
+                y=self.y,
+                fold=self.fold,
+                context=self.context,
+                metric=self.metric,
+                n_folds=self.n_folds,
+            ),
+            res,
+        )
+        best = min(
+            (t["cv_score"] for t in done),
+            key=lambda s: to_loss(self.metric, s),
+            default=math.nan,
+        )
+        return tune.Tuner(
+            trainable,
+            param_space={**to_tune_space(space), **fixed},
+            tune_config=tune.TuneConfig(
+                metric="loss",
+                mode="min",
+                search_alg=self._searcher(space, defaults, done),
+                # Folds are the resource: stop a poor trial after 1 or 2 folds.
+                scheduler=ASHAScheduler(
+                    max_t=self.n_folds, grace_period=1, reduction_factor=3
+                ),
+                num_samples=n_trials if n_trials else -1,
+                time_budget_s=time_budget_s,
+                reuse_actors=True,  # ≈0.15 s per trial instead of ≈1 s
+                max_concurrent_trials=n_cpu,
+            ),
+            run_config=tune.RunConfig(
+                name=key,
+                storage_path=str(self.storage),
+                verbose=1 if self.verbose >= 2 else 0,
+                callbacks=[_Progress(key, self.metric, self.on_trial, len(done), best)],
+            ),
+        )
+
+    def _searcher(
+        self,
+        space: dict[str, tuple[Any, ...]],
+        defaults: dict[str, Any],
+        done: list[dict[str, Any]],
+    ) -> Any:
+        """Optuna TPE or random search, defaults first, told the recovered trials."""
+        seen = [{k: t["config"].get(k) for k in space} for t in done]
+        first = [] if defaults in seen else [defaults]
+        if self.search == "random":
+            # Another stream after a resume: the seed's first draws were run.
+            return BasicVariantGenerator(
+                points_to_evaluate=first, random_state=self.seed + len(done)
+            )
+        import optuna
+
+        # "A new study created in memory" per family is noise, not progress.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if not seen:
+            return OptunaSearch(points_to_evaluate=first, seed=self.seed)
+        return _ResumedOptuna(
+            first,
+            points_to_evaluate=seen,
+            evaluated_rewards=[float(t["loss"]) for t in done],
+            seed=self.seed,
+        )
 
 
 def tune_learners(
@@ -185,7 +340,8 @@ def tune_learners(
     storage : path
         Absolute directory for Tune's experiment state (inside the run directory).
     time_budget_s : float or None
-        Budget of the whole tuning stage, split evenly across families.
+        Budget of the whole tuning stage, shared by the families tuned
+        (:func:`ensemble.budget.tuning_order` picks them).
     n_trials : int or None
         Trials per family (None: as many as the budget allows).
     top_n : int, default=2
@@ -201,215 +357,161 @@ def tune_learners(
     verbose : int, default=1
         At 2 and above Tune prints its own trial table as well.
     resume : bool, default=False
-        Continue an interrupted tuning stage in ``storage``: families that
-        finished are read back, an interrupted family's experiment is restored
-        with ``Tuner.restore`` (its finished trials are not run again).
+        Continue an interrupted tuning stage in ``storage``: finished families
+        are read back, an interrupted family keeps the trials that ran every
+        fold and searches only for the rest.
 
     Returns
     -------
     TuneOutcome
     """
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
-
-    if search == "optuna":
-        import optuna
-
-        # "A new study created in memory" per family is noise, not progress.
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
     if np.any(fold < 0):
         raise ValueError("tune_learners takes training rows only (fold >= 0)")
-    n_folds = int(fold.max()) + 1
-    resources = ray.cluster_resources()
-    n_cpu = max(1, int(resources.get("CPU", 1)))
-    gpus = float(resources.get("GPU", 0))
+    s = _Search(
+        X,
+        y,
+        fold,
+        context,
+        metric,
+        Path(storage).absolute(),
+        n_trials,
+        top_n,
+        search,
+        seed,
+        on_trial,
+        verbose,
+        resume,
+    )
+    stage_end = time.monotonic() + time_budget_s if time_budget_s else None
+    tuned = _families_to_tune(learners, s, time_budget_s)
     members: list[MemberSpec] = []
     frames: list[pd.DataFrame] = []
-    stage_end = time.monotonic() + time_budget_s if time_budget_s else None
-    tuned = list(learners)
-    if time_budget_s:
-        tuned = _families_to_tune(learners, X, context, n_folds, n_cpu, time_budget_s)
-        if len(tuned) < len(learners):
-            logger.info("budget tunes only %s", ", ".join(tuned) or "no family")
-    storage = Path(storage).absolute()
-    # Save Tune's experiment state every second (default: adaptive, often
-    # tens of seconds), so a killed driver loses at most the last second.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     for i, key in enumerate(learners):
         cls = get(key)
-        done_file = storage / f"{key}.family.pkl"
+        done_file = s.storage / f"{key}.family.pkl"
         if resume and done_file.is_file():
-            with open(done_file, "rb") as fh:
-                saved_members, saved_trials = pickle.load(fh)
-            logger.info(
-                "resume: %s was tuned before (%d trials)", key, len(saved_trials)
-            )
-            members.extend(saved_members)
-            frames.append(saved_trials)
-            continue
-        fixed = dict((fixed_params or {}).get(key, {}))
-        space = {k: v for k, v in cls.search_space.items() if k not in fixed}
-        if key not in tuned:
-            space = {}
-        if not space:
-            members.append(MemberSpec(key, key, cls.check_params(fixed)))
-            continue
-        budget = None
-        if stage_end is not None:
-            left = sum(1 for k in learners[i:] if k in tuned)
-            budget = max(1.0, (stage_end - time.monotonic()) / left)
-        defaults = cls.check_params(fixed)
-        first = [{k: _clamp(defaults[k], space[k]) for k in space}]
-        searcher: Any
-        if search == "optuna":
-            searcher = OptunaSearch(points_to_evaluate=first, seed=seed)
+            family, trials = pickle.loads(done_file.read_bytes())
+            logger.info("resume: %s was tuned before (%d trials)", key, len(trials))
         else:
-            searcher = BasicVariantGenerator(
-                points_to_evaluate=first, random_state=seed
-            )
-        res: dict[str, float] = {"cpu": 1}
-        if gpus >= 0.5 and cls.uses_gpu:
-            res["gpu"] = 0.5
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                _trainable,
-                learner=key,
-                X=X,
-                y=y,
-                fold=fold,
-                context=context,
-                metric=metric,
-                n_folds=n_folds,
-            ),
-            res,
-        )
-        param_space = {**to_tune_space(space), **fixed}
-        experiment = storage / key
-        tuner: tune.Tuner
-        if resume and tune.Tuner.can_restore(str(experiment)):
-            logger.info("resume: restoring the interrupted %s search", key)
-            tuner = tune.Tuner.restore(
-                str(experiment),
-                trainable=trainable,
-                resume_unfinished=True,
-                resume_errored=True,
-                param_space=param_space,
-            )
-        else:
-            if experiment.exists():  # a start that never saved any state
-                shutil.rmtree(experiment)
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    metric="loss",
-                    mode="min",
-                    search_alg=searcher,
-                    # Folds are the resource: stop a poor trial after 1 or 2 folds.
-                    scheduler=ASHAScheduler(
-                        max_t=n_folds, grace_period=1, reduction_factor=3
-                    ),
-                    num_samples=n_trials if n_trials else -1,
-                    time_budget_s=budget,
-                    reuse_actors=True,  # ≈0.15 s per trial instead of ≈1 s
-                    max_concurrent_trials=n_cpu,
-                ),
-                run_config=tune.RunConfig(
-                    name=key,
-                    storage_path=str(storage),
-                    verbose=1 if verbose >= 2 else 0,
-                    callbacks=[_Progress(key, metric, on_trial)],
-                ),
-            )
-        t0 = time.monotonic()
-        grid = tuner.fit()
-        df = grid.get_dataframe()
-        logger.info(
-            "tuned %s: %d trials in %.1f s", key, len(df), time.monotonic() - t0
-        )
-        trials = _trial_rows(key, df, list(space), fixed, metric, n_folds)
-        finished = trials[trials.status == "complete"].copy()
-        finished["_loss"] = [to_loss(metric, s) for s in finished.cv_score]
-        finished = finished.sort_values(["_loss", "trial_id"])
-        chosen: list[str] = []
-        for rank, (_, row) in enumerate(finished.head(top_n).iterrows()):
-            name = key if rank == 0 else f"{key}_{rank + 1}"
-            params = cls.check_params(json.loads(row.params))
-            fold_s = row.time_s / n_folds * cls.tuning_cost_ratio
-            members.append(
-                MemberSpec(
-                    name,
-                    key,
-                    params,
-                    rank + 1,
-                    fold_s=float(fold_s) if math.isfinite(fold_s) else None,
-                )
-            )
-            chosen.append(row.trial_id)
-            trials.loc[trials.trial_id == row.trial_id, "member"] = name
-        if not chosen:  # no trial finished in time: the defaults still serve
-            logger.warning("no %s trial finished every fold; using its defaults", key)
-            members.append(MemberSpec(key, key, defaults))
-            family = [members[-1]]
-        else:
-            family = members[-len(chosen) :]
+            fixed = dict((fixed_params or {}).get(key, {}))
+            space = {k: v for k, v in cls.search_space.items() if k not in fixed}
+            if key not in tuned or not space:
+                members.append(MemberSpec(key, key, cls.check_params(fixed)))
+                continue
+            share = None
+            if stage_end is not None:
+                left = sum(1 for k in learners[i:] if k in tuned)
+                share = max(1.0, (stage_end - time.monotonic()) / left)
+            trials = s.family(key, space, fixed, share)
+            family = _chosen(key, trials, fixed, s)
+            _save_family(done_file, family, trials)
+        members.extend(family)
         frames.append(trials)
-        # The family is done: a resumed run reads it back instead of re-tuning.
-        tmp = done_file.with_name(done_file.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump((family, trials), fh)
-        tmp.replace(done_file)
-    all_trials = pd.concat(frames, ignore_index=True) if frames else _empty_trials()
+    all_trials = pd.concat(frames, ignore_index=True) if frames else empty_trials()
     return TuneOutcome(members, all_trials)
 
 
-#: A family is tuned only when its budget affords this many full trials
-#: (ASHA stops poor trials after a fold, so that is several more configs).
-MIN_TRIALS = 3
-
-
 def _families_to_tune(
-    learners: Sequence[str],
-    X: np.ndarray,
-    context: FitContext,
-    n_folds: int,
-    n_cpu: int,
-    time_budget_s: float,
+    learners: Sequence[str], s: _Search, time_budget_s: float | None
 ) -> list[str]:
-    """The families a tuning budget is spent on, in the order given.
+    """Every family without a budget; else those the budget affords."""
+    if not time_budget_s:
+        return list(learners)
+    n_cpu = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    n_folds = s.n_folds
+    fold_rows = int(s.X.shape[0] * (n_folds - 1) / max(n_folds, 1))
+    trial_s = {
+        k: budget.fold_seconds(k, fold_rows, s.X.shape[1], s.context.n_classes)
+        * n_folds
+        / budget.tuning_ratio(k)
+        for k in learners
+    }
+    tuned = budget.tuning_order(learners, trial_s, time_budget_s, n_cpu)
+    if len(tuned) < len(learners):
+        logger.info("budget tunes only %s", ", ".join(tuned) or "no family")
+    return tuned
 
-    A family needs ~MIN_FAMILY_S to finish even its default trial: with less
-    per family, only the ``tune_priority`` first (boosters) are tuned. In that
-    order, a family is added while every chosen family's share of the budget
-    still affords MIN_TRIALS of its trials (every fold, at the calibrated fit
-    time) on the cluster's CPUs; the others keep their defaults.
+
+def _chosen(
+    key: str, trials: pd.DataFrame, fixed: dict[str, Any], s: _Search
+) -> list[MemberSpec]:
+    """The family's best ``top_n`` finished trials as members.
+
+    They are marked in ``trials``; the defaults serve when no trial finished
+    every fold.
     """
-    fold_rows = int(X.shape[0] * (n_folds - 1) / max(n_folds, 1))
+    cls = get(key)
+    finished = trials[trials.status == "complete"].copy()
+    finished["_loss"] = [to_loss(s.metric, v) for v in finished.cv_score]
+    finished = finished.sort_values(["_loss", "trial_id"])
+    family = []
+    for rank, (_, row) in enumerate(finished.head(s.top_n).iterrows()):
+        name = key if rank == 0 else f"{key}_{rank + 1}"
+        fold_s = row.time_s / s.n_folds * budget.tuning_ratio(key)
+        family.append(
+            MemberSpec(
+                name,
+                key,
+                cls.check_params(json.loads(row.params)),
+                rank + 1,
+                fold_s=float(fold_s) if math.isfinite(fold_s) else None,
+            )
+        )
+        trials.loc[trials.trial_id == row.trial_id, "member"] = name
+    if not family:
+        logger.warning("no %s trial finished every fold; using its defaults", key)
+        family.append(MemberSpec(key, key, cls.check_params(fixed)))
+    return family
 
-    def trial_s(key: str) -> float:
-        cls = get(key)
-        fold = cls.expected_seconds(fold_rows, X.shape[1], context.n_classes)
-        return fold * n_folds / cls.tuning_cost_ratio
 
-    n_fit = max(1, int(time_budget_s // MIN_FAMILY_S))
-    chosen: list[str] = []
-    dearest = 0.0  # the costliest trial among the chosen families
-    for key in sorted(learners, key=lambda k: get(k).tune_priority):
-        if len(chosen) == n_fit:
-            break
-        worst = max(dearest, trial_s(key))
-        # every chosen family still affords MIN_TRIALS in its share
-        if MIN_TRIALS * worst <= time_budget_s / (len(chosen) + 1) * n_cpu:
-            chosen.append(key)
-            dearest = worst
-    return [k for k in learners if k in chosen]
+def _save_family(path: Path, family: list[MemberSpec], trials: pd.DataFrame) -> None:
+    """The family is done: a resumed run reads it back instead of re-tuning."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps((family, trials)))
+    os.replace(tmp, path)
 
 
-def _empty_trials() -> pd.DataFrame:
-    return pd.DataFrame(
-        columns=[*REQUIRED_COLUMNS["trials.parquet"], "folds", "member"]
-    )
+def _finished_trials(experiment: Path, n_folds: int) -> list[dict[str, Any]]:
+    """Trials of an interrupted search that reported every fold.
+
+    Read from each trial's ``result.json`` (one JSON line per report); a line
+    cut short by the kill is skipped.
+    """
+    out = []
+    for result in sorted(experiment.glob("*/result.json")):
+        last = None
+        for line in result.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("folds") == n_folds and "config" in row:
+                last = row
+        if last is not None:
+            out.append(last)
+    return out
+
+
+def _recovered_row(
+    key: str,
+    row: dict[str, Any],
+    searched: list[str],
+    fixed: dict[str, Any],
+    metric: str,
+) -> dict[str, Any]:
+    params = {p: row["config"].get(p) for p in searched}
+    params.update(fixed)
+    return {
+        "learner": key,
+        "trial_id": str(row["trial_id"]),
+        "params": json.dumps(params, sort_keys=True),
+        "cv_score": float(row["cv_score"]),
+        "metric": metric,
+        "time_s": float(row.get("time_total_s", math.nan)),
+        "status": "complete",
+        "folds": int(row["folds"]),
+        "member": None,
+    }
 
 
 def _trial_rows(
@@ -419,7 +521,7 @@ def _trial_rows(
     fixed: dict[str, Any],
     metric: str,
     n_folds: int,
-) -> pd.DataFrame:
+) -> list[dict[str, Any]]:
     rows = []
     for _, r in df.iterrows():
         params = {p: _plain(r.get(f"config/{p}")) for p in searched}
@@ -440,7 +542,11 @@ def _trial_rows(
                 "member": None,
             }
         )
-    return pd.DataFrame(rows) if rows else _empty_trials()
+    return rows
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows) if rows else empty_trials()
 
 
 def _clamp(value: Any, spec: tuple[Any, ...]) -> Any:

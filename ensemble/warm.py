@@ -1,10 +1,11 @@
-"""Warm start (transfer learning): MLP members start from an earlier run's weights.
+"""Warm start (transfer learning): members start from an earlier run's weights.
 
 ``RunConfig.warm_start`` names a complete earlier run. Its feature schema must
 be this data's (same columns, types and categories, same task and classes), so
-the one-hot inputs line up; each MLP member of the new run takes the earlier
-run's MLP of the same name (or its first MLP member), fold by fold, and keeps
-that network's size (width, depth). The weights travel with the fit task, so a
+the inputs line up. Each member of a warm-startable learner (one with
+``Learner.warm_start_params``: the MLP) takes the earlier run's member of the
+same name, else its first member of that learner, fold by fold, and keeps that
+model's shape (those parameters). The weights travel with the fit task, so a
 worker node needs no access to the earlier run.
 """
 
@@ -17,6 +18,8 @@ from typing import Any
 
 from .artifacts import RunDirectory
 from .exceptions import ConfigError
+from .learners import get
+from .specs import MemberSpec
 
 __all__ = ["WarmStart", "warm_source"]
 
@@ -25,36 +28,39 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class WarmStart:
-    """The earlier run's MLP fold models, by member."""
+    """The earlier run's warm-startable members, by learner key."""
 
     run: RunDirectory
-    mlp_members: list[str]
+    members: dict[str, list[str]]
 
-    def _source(self, member: str) -> str:
-        return member if member in self.mlp_members else self.mlp_members[0]
+    def _source(self, member: str, learner: str) -> str | None:
+        mine = self.members.get(learner, [])
+        if not mine:
+            return None
+        return member if member in mine else mine[0]
 
-    def _fold_dir(self, member: str, fold: int) -> Any:
-        base = self.run.path / "models" / self._source(member)
+    def _fold_dir(self, source: str, fold: int) -> Any:
+        base = self.run.path / "models" / source
         path = base / f"fold{fold}"
         return path if path.is_dir() else sorted(base.glob("fold*"))[0]
 
-    def adapt(self, spec: Any) -> Any:
-        """``spec`` with the earlier network's size (an MLP's shape must match)."""
-        if spec.learner != "mlp":
+    def adapt(self, spec: MemberSpec) -> MemberSpec:
+        """``spec`` with the earlier model's shape (weights fit only that shape)."""
+        source = self._source(spec.name, spec.learner)
+        if source is None:
             return spec
-        meta = json.loads((self._fold_dir(spec.name, 0) / "meta.json").read_text())
-        size = {k: meta["params"][k] for k in ("width", "depth")}
-        if any(spec.params.get(k) != v for k, v in size.items()):
-            logger.info("warm start: %s keeps the earlier size %s", spec.name, size)
-        return replace(spec, params={**spec.params, **size})
+        meta = json.loads((self._fold_dir(source, 0) / "meta.json").read_text())
+        shape = {k: meta["params"][k] for k in get(spec.learner).warm_start_params}
+        if any(spec.params.get(k) != v for k, v in shape.items()):
+            logger.info("warm start: %s keeps the earlier shape %s", spec.name, shape)
+        return replace(spec, params={**spec.params, **shape})
 
     def state(self, member: str, learner: str, fold: int) -> bytes | None:
-        """The saved model an MLP fit starts from (None for other learners)."""
-        if learner != "mlp":
+        """The saved model a fit starts from (None when nothing fits it)."""
+        source = self._source(member, learner)
+        if source is None:
             return None
-        from .learners.mlp import model_state
-
-        return model_state(self._fold_dir(member, fold))
+        return get(learner).saved_state(self._fold_dir(source, fold))
 
 
 def warm_source(location: str, manifest_now: dict[str, Any]) -> WarmStart:
@@ -70,8 +76,8 @@ def warm_source(location: str, manifest_now: dict[str, Any]) -> WarmStart:
     Raises
     ------
     ConfigError
-        When the run is not complete, has no MLP member, or its feature schema
-        differs from the new data's.
+        When the run is not complete, has no warm-startable member, or its
+        feature schema differs from the new data's.
     """
     from .exceptions import RunStateError
 
@@ -92,16 +98,20 @@ def warm_source(location: str, manifest_now: dict[str, Any]) -> WarmStart:
             f"--warm-start: the feature schema of run {run.run_id!r} differs from "
             f"this data's ({diff}); start cold (drop --warm-start)"
         )
-    mlps = []
+    members: dict[str, list[str]] = {}
     for member in manifest.get("members") or []:
         meta = run.path / "models" / member / "fold0" / "meta.json"
-        if meta.is_file() and json.loads(meta.read_text())["key"] == "mlp":
-            mlps.append(member)
-    if not mlps:
+        if not meta.is_file():
+            continue
+        key = json.loads(meta.read_text())["key"]
+        if get(key).warm_start_params:
+            members.setdefault(key, []).append(member)
+    if not members:
         raise ConfigError(
-            f"--warm-start: run {run.run_id!r} has no MLP member to start from"
+            f"--warm-start: run {run.run_id!r} has no member to start from (only "
+            "MLP members can be warm-started)"
         )
-    return WarmStart(run, mlps)
+    return WarmStart(run, members)
 
 
 def _schema_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..exceptions import UnknownLearnerError
+from ..exceptions import UnknownFusionError
 from ._base import BaseFusion, check_preds
 from .average import AverageFusion
+from .nested import FusionScore, nested_cv
 from .neural import NeuralFusion
-from .select import FusionScore, nested_cv
 from .selection import SelectionFusion
 from .stacking import StackingFusion
 from .two_level import TwoLevelFusion
@@ -51,7 +51,7 @@ def available() -> list[str]:
 def make(key: str, **params: Any) -> BaseFusion:
     """An unfitted fusion by key, with ``params`` over its defaults."""
     if key not in _FUSIONS:
-        raise UnknownLearnerError(
+        raise UnknownFusionError(
             f"unknown fusion {key!r}; valid: {', '.join(_FUSIONS)}"
         )
     cls, defaults = _FUSIONS[key]

@@ -76,37 +76,20 @@ class Learner(ABC):
     """
 
     key: ClassVar[str]
-    #: CPUs a fit of this learner reserves by default.
-    num_cpus: ClassVar[int] = 1
     #: Whether the learner can use a GPU when its actor has one.
     uses_gpu: ClassVar[bool] = False
-    #: Rough cost per (row × feature), for longest-first dispatch.
-    #: Seconds of one default fold fit per million cells (training rows x
-    #: features) on one CPU, measured on adult on the 2-core development machine
-    #: (linear 0.4, lgbm 2.3, xgb 2.3, hgb 3.2, et 8, rf 10, mlp 30). Used to
-    #: order the work queue and to plan a --time-limit, never as a promise.
-    relative_cost: ClassVar[float] = 1.0
-    #: Multiclass cost grows with the number of classes (boosters): the cost
-    #: is multiplied by ``per_class x n_classes`` when there are more than two.
-    per_class: ClassVar[float] = 0.0
     default_params: ClassVar[dict[str, Any]] = {}
     #: Hyperparameter search space (see ``ensemble.learners._space``).
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Parameters set during tuning trials only (speed; refit is uniform gain).
     tuning_overrides: ClassVar[dict[str, Any]] = {}
-    #: A member's fold fit time over its tuning trial's fold time (the
-    #: overrides make trials cheaper: half the trees, no refit).
-    tuning_cost_ratio: ClassVar[float] = 1.0
-    #: Core families (the boosters, and the linear model: strong, or nearly
-    #: free) keep their fit time when a short limit must choose between
-    #: tuning and fitting every family; the others are fitted if time is left.
-    core: ClassVar[bool] = False
-    #: When the time limit affords tuning only some families, the lower
-    #: ``tune_priority`` are tuned first (boosters gain most from tuning).
-    tune_priority: ClassVar[int] = 5
     #: Whether the fit honours ``FitContext.time_box_s`` (boosters: training
     #: stops at the box with the rounds so far, so a fold cannot overrun).
     time_boxed: ClassVar[bool] = False
+    #: Parameters that fix the shape of a warm-startable model (the weights of
+    #: an earlier fit can seed a new one only with the same values); empty for
+    #: learners that cannot warm-start.
+    warm_start_params: ClassVar[tuple[str, ...]] = ()
     _model_file: ClassVar[str] = "model.bin"
 
     def __init__(
@@ -115,6 +98,9 @@ class Learner(ABC):
         self.params = self.check_params(params or {})
         self.context = context
         self.model_: Any = None
+        #: Warm start: a saved model (:meth:`saved_state`) whose weights the fit
+        #: starts from (learners with ``warm_start_params`` only).
+        self.init_state: bytes | None = None
         #: Set by a fit that stopped at its time box (fewer rounds than asked).
         self.truncated_ = False
 
@@ -128,17 +114,6 @@ class Learner(ABC):
                 f"{', '.join(sorted(cls.default_params))}"
             )
         return {**cls.default_params, **params}
-
-    @classmethod
-    def expected_cost(cls, n_rows: int, n_features: int) -> float:
-        """Relative fit time, used only to dispatch the longest fits first."""
-        return cls.relative_cost * n_rows * max(n_features, 1)
-
-    @classmethod
-    def expected_seconds(cls, n_rows: int, n_features: int, n_classes: int) -> float:
-        """Rough seconds of one default fold fit on one CPU (for budgets)."""
-        k = cls.per_class * n_classes if cls.per_class and n_classes > 2 else 1
-        return cls.relative_cost * n_rows * max(n_features, 1) * k / 1e6 + 0.3
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Learner:
         """Fit on a float32 matrix (categoricals as codes, NaN = missing)."""
@@ -164,6 +139,11 @@ class Learner(ABC):
         meta = {"key": self.key, "params": self.params, "context": asdict(self.context)}
         (p / "meta.json").write_text(json.dumps(meta, default=_jsonable))
         self._save(p / self._model_file)
+
+    @classmethod
+    def saved_state(cls, path: str | os.PathLike[str]) -> bytes:
+        """The model file that :meth:`save` wrote under ``path``, as bytes."""
+        return (Path(path) / cls._model_file).read_bytes()
 
     @staticmethod
     def load(path: str | os.PathLike[str]) -> Learner:

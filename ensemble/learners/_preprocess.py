@@ -83,16 +83,6 @@ class OneHotScaler:
             num[:, self.log_] = np.log1p(np.maximum(num[:, self.log_], 0.0))
         return num
 
-    @property
-    def n_outputs(self) -> int:
-        """Width of the transformed matrix."""
-        return int(
-            len(self.numeric_)
-            + len(self.indicator_)
-            + self.n_categories[self.onehot_].sum()
-            + sum(len(levels) for _, levels in self.levels_)
-        )
-
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Return the float32 design matrix."""
         raw = X[:, self.numeric_].astype(np.float64)

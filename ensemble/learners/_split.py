@@ -9,6 +9,11 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+#: Share of a training fold held out for early stopping (the boosters and the
+#: MLP): enough rows to see the validation curve turn, few enough to cost
+#: little (the boosters refit on the whole fold afterwards).
+INNER_VALID = 0.1
+
 
 def inner_split(
     y: np.ndarray, *, classify: bool, fraction: float, seed: int
@@ -78,11 +83,11 @@ class TimeBox:
         """Whether a refit of ``rounds`` on the whole fold ends inside the box.
 
         Called when the early-stopping stage, begun with the box, has just run
-        ``stage_rounds`` on 90% of the rows; the refit's rounds cost as much
-        each, on 1/0.9 times the rows.
+        ``stage_rounds`` on the rows left after the inner split; the refit's
+        rounds cost as much each, scaled up to the whole fold's rows.
         """
         if self.seconds is None:
             return True
         stage_s = time.monotonic() - self.start
-        need = stage_s * rounds / max(stage_rounds, 1) / 0.9
+        need = stage_s * rounds / max(stage_rounds, 1) / (1 - INNER_VALID)
         return need <= self.left()

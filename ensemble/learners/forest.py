@@ -30,19 +30,6 @@ class _ForestLearner(Learner):
     }
     # Fewer trees while tuning: the ranking of configs settles long before 200.
     tuning_overrides: ClassVar[dict[str, Any]] = {"n_estimators": 100}
-    tuning_cost_ratio = 2.0  # 200 trees instead of 100
-    tune_priority = 4
-
-    #: Regression fits cost this many times a classification fit of the same
-    #: cells (every feature is a split candidate and the trees grow deeper);
-    #: measured on california housing against adult.
-    regression_factor: ClassVar[float] = 1.0
-
-    @classmethod
-    def expected_seconds(cls, n_rows: int, n_features: int, n_classes: int) -> float:
-        """Rough seconds of one default fold fit on one CPU (for budgets)."""
-        base = super().expected_seconds(n_rows, n_features, n_classes)
-        return base * (cls.regression_factor if n_classes < 2 else 1.0)
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
@@ -66,8 +53,6 @@ class RandomForestLearner(_ForestLearner):
     """Random forest (sklearn; handles missing values natively)."""
 
     key = "rf"
-    relative_cost = 10.0
-    regression_factor = 6.5  # 9.4 s a fold on california against 1.4 s
     _classes = (RandomForestClassifier, RandomForestRegressor)
 
 
@@ -76,6 +61,4 @@ class ExtraTreesLearner(_ForestLearner):
     """Extremely randomised trees (sklearn; handles missing values natively)."""
 
     key = "et"
-    relative_cost = 8.0
-    regression_factor = 3.5  # 3.8 s a fold on california against 1.1 s
     _classes = (ExtraTreesClassifier, ExtraTreesRegressor)

@@ -11,7 +11,7 @@ from sklearn.ensemble import (
 )
 
 from ._base import Learner, register, sklearn_predict
-from ._split import refit_rounds
+from ._split import INNER_VALID, refit_rounds
 
 # HGB bins categoricals into at most 255 bins; codes of wider columns stay numeric.
 _MAX_CAT_BINS = 255
@@ -22,8 +22,6 @@ class HGBLearner(Learner):
     """HistGradientBoosting with native categoricals and early stopping."""
 
     key = "hgb"
-    relative_cost = 3.2
-    per_class = 1.0  # one tree per class per boosting round
     default_params: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.06,  # with early stopping, slower rates generalise better
         "max_iter": 1000,  # an upper bound: early stopping ends far sooner
@@ -43,10 +41,6 @@ class HGBLearner(Learner):
         "max_features": ("uniform", 0.5, 1.0),
     }
     tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
-    # The refit on the whole fold (1.1x the rounds) roughly doubles a fit.
-    tuning_cost_ratio = 2.2
-    tune_priority = 2
-    core = True
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
@@ -64,7 +58,7 @@ class HGBLearner(Learner):
             categorical_features=cat if cat.any() else None,
             early_stopping=True,
             # an inner split of the training fold, never the OOF fold
-            validation_fraction=0.1,
+            validation_fraction=INNER_VALID,
             n_iter_no_change=20,
             random_state=ctx.seed,
         )

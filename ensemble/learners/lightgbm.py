@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import Learner, register
-from ._split import TimeBox, inner_split, pop_rounds, refit_rounds
+from ._split import INNER_VALID, TimeBox, inner_split, pop_rounds, refit_rounds
 
 
 @register
@@ -17,8 +17,6 @@ class LightGBMLearner(Learner):
     """LightGBM with native categoricals and early stopping on an inner split."""
 
     key = "lgbm"
-    relative_cost = 2.3
-    per_class = 1.0  # one tree per class per boosting round
     _model_file = "model.txt"
     default_params: ClassVar[dict[str, Any]] = {
         "learning_rate": 0.05,  # half the default; early stopping picks the rounds
@@ -43,10 +41,6 @@ class LightGBMLearner(Learner):
         "lambda_l2": ("loguniform", 1e-3, 10.0),
     }
     tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
-    # The refit on the whole fold (1.1x the rounds) roughly doubles a fit.
-    tuning_cost_ratio = 2.2
-    tune_priority = 0
-    core = True
     time_boxed = True
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -73,7 +67,7 @@ class LightGBMLearner(Learner):
             params.update(objective="regression", metric="l2")
         cats = [int(i) for i in np.flatnonzero(ctx.cat_mask)]
         tr, va = inner_split(
-            y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed
+            y, classify=ctx.is_classification, fraction=INNER_VALID, seed=ctx.seed
         )
         dtrain = lgb.Dataset(
             X[tr], y[tr], categorical_feature=cats or "auto", free_raw_data=True

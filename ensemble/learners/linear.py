@@ -16,9 +16,6 @@ class LinearLearner(Learner):
     """Logistic regression or ridge over one-hot categoricals and scaled numerics."""
 
     key = "linear"
-    relative_cost = 0.4
-    tune_priority = 6  # rarely a top member; tuned last
-    core = True
     default_params: ClassVar[dict[str, Any]] = {
         "C": 1.0,  # inverse L2 strength (classification); 1.0 = sklearn's default
         "alpha": 1.0,  # ridge L2 strength (regression); sklearn's default

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..nn import TorchTrainer, build_mlp
+from ..nn import TorchTrainer, auto_batch_size, build_mlp
 from ._base import Learner, register
 from ._preprocess import OneHotScaler
-from ._split import inner_split
+from ._split import INNER_VALID, inner_split
 
 
 def _torch() -> Any:
@@ -27,11 +26,9 @@ class MLPLearner(Learner):
 
     key = "mlp"
     uses_gpu = True
-    relative_cost = 30.0
-    tune_priority = 3
     _model_file = "model.pt"
     # Defaults measured on letter (26 classes, 16k rows; one fold, holdout
-    # accuracy): the old 256-wide net with 40 epochs / patience 6 stopped at 93.1%;
+    # accuracy): a 256-wide net with 40 epochs / patience 6 stopped at 93.1%;
     # 512 wide, batch 128, dropout 0.2, 60 epochs, patience 15, early stopping on
     # the temperature-scaled validation loss reached 95.1% (19 s per fold, 1 CPU).
     default_params: ClassVar[dict[str, Any]] = {
@@ -65,22 +62,8 @@ class MLPLearner(Learner):
         "noise_std": ("choice", [0.0, 0.05, 0.1]),
         "mixup": ("choice", [0.0, 0.2, 0.4]),
     }
-
-    @classmethod
-    def expected_seconds(cls, n_rows: int, n_features: int, n_classes: int) -> float:
-        """Rough seconds of a default fold fit: optimiser steps x ~2.5 ms.
-
-        The MLP's cost follows its steps (epochs x batches), not the cells:
-        adult (31k rows, batch 256) measured 13 s per fold, letter (13k rows,
-        batch 128) 18 s; larger batches cost more per step.
-        """
-        batch = auto_batch_size("auto", int(0.9 * n_rows))
-        steps = int(cls.default_params["max_epochs"]) * (0.9 * n_rows / batch)
-        return steps * 2.5e-3 * max(1.0, batch / 256) + 0.3
-
-    #: Weights to start from (warm start): a ``torch.save``'d blob of a model
-    #: of the same architecture, set by the fit actor; None = cold start.
-    init_state: bytes | None = None
+    # An earlier network's weights fit only a network of the same size.
+    warm_start_params = ("width", "depth")
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +111,7 @@ class MLPLearner(Learner):
             self.warm_started_ = load_warm_state(module, self.init_state, self.arch_)
         module = module.to(device)
         tr, va = inner_split(
-            y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed
+            y, classify=ctx.is_classification, fraction=INNER_VALID, seed=ctx.seed
         )
         Zt = torch.as_tensor(Z, device=device)
         target = target.to(device)
@@ -210,18 +193,6 @@ def mlp_arch(n_in: int, n_out: int, params: dict[str, Any]) -> dict[str, Any]:
         "depth": int(params["depth"]),
         "dropout": float(params["dropout"]),
     }
-
-
-def auto_batch_size(value: Any, n_rows: int) -> int:
-    """``value`` as an int; ``"auto"`` → a power of two near ``n_rows / 100``."""
-    if value != "auto":
-        return int(value)
-    return int(min(1024, max(128, 2 ** round(math.log2(max(n_rows, 1) / 100)))))
-
-
-def model_state(path: str | os.PathLike[str]) -> bytes:
-    """The saved MLP model under fold directory ``path``, as bytes (warm start)."""
-    return (Path(path) / MLPLearner._model_file).read_bytes()
 
 
 def load_warm_state(module: Any, blob: bytes, arch: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import Learner, register
-from ._split import TimeBox, inner_split, pop_rounds, refit_rounds
+from ._split import INNER_VALID, TimeBox, inner_split, pop_rounds, refit_rounds
 
 
 @register
@@ -17,8 +17,6 @@ class XGBoostLearner(Learner):
 
     key = "xgb"
     uses_gpu = True
-    relative_cost = 2.3
-    per_class = 5.0  # letter: 68 s per fold, ~5x lgbm's rate per class
     _model_file = "model.json"
     default_params: ClassVar[dict[str, Any]] = {
         "eta": 0.05,  # early stopping picks the rounds, so a slow rate is cheap
@@ -42,10 +40,6 @@ class XGBoostLearner(Learner):
         "lambda": ("loguniform", 1e-2, 10.0),
     }
     tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
-    # The refit on the whole fold (1.1x the rounds) roughly doubles a fit.
-    tuning_cost_ratio = 2.2
-    tune_priority = 1
-    core = True
     time_boxed = True
 
     def _dmatrix(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
@@ -85,7 +79,7 @@ class XGBoostLearner(Learner):
         else:
             params.update(objective="reg:squarederror", eval_metric="rmse")
         tr, va = inner_split(
-            y, classify=ctx.is_classification, fraction=0.1, seed=ctx.seed
+            y, classify=ctx.is_classification, fraction=INNER_VALID, seed=ctx.seed
         )
         dtrain, dvalid = self._dmatrix(X[tr], y[tr]), self._dmatrix(X[va], y[va])
         box = TimeBox(ctx.time_box_s)

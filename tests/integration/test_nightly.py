@@ -249,5 +249,5 @@ def test_warm_start_errors_before_anything_is_written(ray_session, snaps, tmp_pa
         fit_run(bad)
     assert not (tmp_path / "runs" / "second").exists()
     no_mlp = fit_run(base.replace(run_id="lin", learners=("linear",)))
-    with pytest.raises(ConfigError, match="has no MLP member"):
+    with pytest.raises(ConfigError, match="has no member to start from"):
         fit_run(base.replace(run_id="third", warm_start=no_mlp.run_dir.location))

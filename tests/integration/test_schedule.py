@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from ensemble.learners import FitContext
+from ensemble.specs import FitTask
 
 
 def _data(n: int = 4000, n_folds: int = 10):
@@ -34,28 +35,27 @@ def test_a_member_far_over_its_estimate_is_dropped_early(ray_session, tmp_path):
     gives the slots to linear, which finishes. Without re-planning rf would
     hold both slots until the deadline and linear, queued behind it, would
     never start."""
-    from ensemble import train
+    from ensemble.pool import FitPool, put_data
 
     X, y, fold = _data()
     ctx = _ctx()
     tasks = [
-        train.FitTask("slow_rf", "rf", {"n_estimators": 1500}, k, 0.05, False, 0.0)
+        FitTask("slow_rf", "rf", {"n_estimators": 1500}, k, 0.05, False, 0.0)
         for k in range(10)
-    ] + [train.FitTask("linear", "linear", {}, k, 0.01, False, 1.0) for k in range(10)]
+    ] + [FitTask("linear", "linear", {}, k, 0.01, False, 1.0) for k in range(10)]
     finished = {"slow_rf": 0, "linear": 0}
 
     def on_result(result, n_done, n_total):
         finished[result.member] += 1
 
     t0 = time.monotonic()
-    outcome = train.fit_all(
-        tasks,
-        train.put_data(X, y, fold),
+    outcome = FitPool(
+        put_data(X, y, fold),
         ctx,
         lambda member, k: str(tmp_path / member / f"fold{k}"),
-        deadline=t0 + 20.0,
+        start_by=t0 + 20.0,
         on_result=on_result,
-    )
+    ).run(tasks)
     assert outcome.skipped == ["slow_rf"]
     assert sorted(r.fold for r in outcome.results) == list(range(10))
     assert {r.member for r in outcome.results} == {"linear"}
@@ -66,27 +66,24 @@ def test_a_member_far_over_its_estimate_is_dropped_early(ray_session, tmp_path):
 def _boxed_run(tmp_path, time_boxed: bool):
     """lgbm at lr 0.001 with no early stop claims 0.05 s a fold but would run
     100,000 rounds; linear is cheap. 12 s to the finish line on 2 actors."""
-    from ensemble import train
+    from ensemble.pool import FitPool, put_data
 
     X, y, fold = _data(n=20_000, n_folds=5)
     ctx = _ctx()
     slow = {"learning_rate": 0.001, "max_rounds": 100_000}
     slow["early_stopping_rounds"] = 100_000
-    tasks = [
-        train.FitTask("linear", "linear", {}, k, 0.01, False, 0.0) for k in range(5)
-    ] + [
-        train.FitTask("lgbm", "lgbm", slow, k, 0.05, False, 1.0, time_boxed=time_boxed)
+    tasks = [FitTask("linear", "linear", {}, k, 0.01, False, 0.0) for k in range(5)] + [
+        FitTask("lgbm", "lgbm", slow, k, 0.05, False, 1.0, time_boxed=time_boxed)
         for k in range(5)
     ]
     t0 = time.monotonic()
-    return train.fit_all(
-        tasks,
-        train.put_data(X, y, fold),
+    return FitPool(
+        put_data(X, y, fold),
         ctx,
         lambda member, k: str(tmp_path / member / f"fold{k}"),
-        deadline=t0 + 10.0,
+        start_by=t0 + 10.0,
         finish_by=t0 + 12.0,
-    )
+    ).run(tasks)
 
 
 def test_time_boxed_folds_keep_a_member_that_would_overrun(ray_session, tmp_path):

@@ -122,15 +122,16 @@ def test_predict_before_fit(key):
         get(key)({}, context=ctx).predict(np.zeros((2, 4), np.float32))
 
 
-def test_resources_are_declared(key):
+def test_capabilities_are_declared(key):
     cls = get(key)
-    assert cls.num_cpus >= 1
     assert isinstance(cls.uses_gpu, bool)
-    assert cls.expected_cost(1000, 10) > 0
     assert {k for k, c in ((k, get(k)) for k in available()) if c.uses_gpu} == {
         "mlp",
         "xgb",
     }
+    warm = {k for k in available() if get(k).warm_start_params}
+    assert warm == {"mlp"}
+    assert set(get("mlp").warm_start_params) <= set(get("mlp").default_params)
 
 
 @pytest.mark.parametrize("key", ["lgbm", "xgb"])

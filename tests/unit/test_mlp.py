@@ -8,8 +8,8 @@ import torch
 
 from ensemble.exceptions import ConfigError
 from ensemble.learners import FitContext, get
-from ensemble.learners.mlp import auto_batch_size, load_warm_state, model_state
-from ensemble.nn import TorchTrainer, build_mlp, fit_temperature
+from ensemble.learners.mlp import MLPLearner, load_warm_state
+from ensemble.nn import TorchTrainer, auto_batch_size, build_mlp, fit_temperature
 
 MLP = get("mlp")
 
@@ -150,7 +150,7 @@ def test_warm_start_reaches_the_cold_loss_in_fewer_epochs(tmp_path):
     X_new, y_new = table(3000, 11)  # today's: new rows, same distribution
     old = fit(params, X_old, y_old)
     old.save(tmp_path / "old")
-    blob = model_state(tmp_path / "old")
+    blob = MLPLearner.saved_state(tmp_path / "old")
     cold = fit(params, X_new, y_new)
     warm = fit(params, X_new, y_new, init=blob)
     assert warm.warm_started_
@@ -165,7 +165,7 @@ def test_warm_start_reaches_the_cold_loss_in_fewer_epochs(tmp_path):
 def test_warm_start_with_another_shape_is_a_clear_error(tmp_path):
     X, y = table(400, 12)
     fit({**SMALL, "width": 32}, X, y).save(tmp_path / "old")
-    blob = model_state(tmp_path / "old")
+    blob = MLPLearner.saved_state(tmp_path / "old")
     with pytest.raises(ConfigError, match=r"width 32 there vs 64 here"):
         fit(SMALL, X, y, init=blob)
     module = build_mlp(7, 3, 32, 2, 0.0)

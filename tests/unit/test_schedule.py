@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from ensemble.schedule import Estimates, doomed, time_box
+from ensemble.budget import time_box
+from ensemble.schedule import Estimates, doomed
 
 
 @dataclass(frozen=True)

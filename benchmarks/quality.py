@@ -1,0 +1,309 @@
+"""Ours against AutoGluon on every shared table, at one time limit.
+
+For each table: one stratified 80/20 split (seed 0). Both systems train on the
+same 80% and are scored on the same 20%, which neither saw. Ours runs as a
+user would run it (``ensemble fit --time-limit S`` in a subprocess, then the
+fitted run predicts the test rows); AutoGluon runs ``TabularPredictor.fit``
+with ``presets="best_quality"`` and ``"medium_quality"`` at the same limit in
+its own venv (``make bench-autogluon``). Wall time and the peak RSS of each
+process tree are recorded.
+
+AutoGluon's rows depend only on its version, the split and the machine: they
+are kept in ``benchmarks/results/autogluon-<table>-<preset>-tl<S>.parquet``
+and reused (``--rerun-autogluon`` measures them again). Ours are measured on
+every call.
+
+Usage::
+
+    python benchmarks/quality.py [--time-limit 300] [--tables adult,letter]
+        [--systems ours,best_quality,medium_quality]
+
+Writes ``benchmarks/results/quality-tl<S>.parquet`` (one row per table and
+system) and prints the table as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _measure import PeakRSS  # noqa: E402
+
+from ensemble.data import infer_task  # noqa: E402
+from ensemble.metrics import default_metric, score  # noqa: E402
+from ensemble.model import load  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "datasets"
+#: table -> (file, target column)
+TABLES = {
+    "adult": ("adult.tsv.gz", "target"),
+    "bank_marketing": ("bank_marketing.csv", "y"),
+    "letter": ("letter.tsv.gz", "target"),
+    "california_housing": ("california_housing.tsv.gz", "target"),
+    "house_8L": ("house_8L.tsv.gz", "target"),
+    "pendigits": ("pendigits.tsv.gz", "target"),
+    "krkopt": ("krkopt.tsv.gz", "target"),
+    "shuttle": ("shuttle.tsv.gz", "target"),
+    "sleep": ("sleep.tsv.gz", "target"),
+    "fars": ("fars.tsv.gz", "target"),
+}
+AG_METRIC = {
+    "roc_auc": "roc_auc",
+    "log_loss": "log_loss",
+    "rmse": "root_mean_squared_error",
+}
+AG_PYTHON = ROOT / ".venv-autogluon" / "bin" / "python"
+ENSEMBLE = ROOT / ".venv" / "bin" / "ensemble"
+
+
+def split(name: str, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
+    """The table's 80/20 split (stratified for classes), its target and task."""
+    file, target = TABLES[name]
+    path = SHARED / file
+    frame = pd.read_csv(path) if file.endswith(".csv") else pd.read_csv(path, sep="\t")
+    task = infer_task(frame[target])
+    strat = frame[target] if task != "regression" else None
+    train, test = train_test_split(
+        frame, test_size=0.2, random_state=seed, shuffle=True, stratify=strat
+    )
+    return train.reset_index(drop=True), test.reset_index(drop=True), target, task
+
+
+def encode(y: pd.Series, classes: list[Any]) -> np.ndarray:
+    """Class labels as the codes of ``classes`` (the run's order)."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    return y.astype(str).map(index).to_numpy(dtype=int)
+
+
+def run_ours(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    target: str,
+    time_limit: float,
+    work: Path,
+    extra: list[str],
+) -> list[dict[str, Any]]:
+    """``ensemble fit`` on train; the chosen model and each member on test."""
+    train.to_parquet(work / "train.parquet")
+    cmd = [
+        str(ENSEMBLE),
+        "fit",
+        "--data",
+        str(work / "train.parquet"),
+        "--target",
+        target,
+        "--out",
+        str(work / "runs"),
+        "--run-id",
+        "ours",
+        "--time-limit",
+        str(time_limit),
+        "-q",
+        *extra,
+    ]
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        mem.set_root(proc.pid)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"ensemble fit failed: {err.decode()[-2000:]}")
+    run = work / "runs" / "ours"
+    manifest = json.loads((run / "manifest.json").read_text())
+    board = pd.read_parquet(run / "leaderboard.parquet").set_index("model")
+    classes = list(manifest["classes"] or [])
+    metric = str(manifest["metric"])
+    y = encode(test[target], classes) if classes else test[target].to_numpy(float)
+    features = test.drop(columns=[target])
+    rows = []
+    for model in [manifest["best"], *manifest["members"]]:
+        pred = load(run, model).predict_proba(features)
+        rows.append(
+            {
+                "system": "ours" if model == manifest["best"] else "ours member",
+                "model": model,
+                "metric": metric,
+                "test_score": score(metric, y, pred, len(classes)),
+                "oof_score": float(board.loc[model, "oof_score"]),
+                "wall_s": wall if model == manifest["best"] else np.nan,
+                "peak_rss_mib": mem.peak_mib if model == manifest["best"] else np.nan,
+            }
+        )
+    size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
+    rows[0]["run_dir_mib"] = size / 2**20
+    rows[0]["parallel_efficiency"] = manifest["timing"]["parallel_efficiency"]
+    rows[0]["members"] = ",".join(manifest["members"])
+    return rows
+
+
+def run_autogluon(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    target: str,
+    task: str,
+    preset: str,
+    time_limit: float,
+    work: Path,
+) -> dict[str, Any]:
+    """AutoGluon ``preset`` at ``time_limit`` in its own venv; its test score."""
+    train.to_parquet(work / "train.parquet")
+    test.to_parquet(work / "test.parquet")
+    metric = default_metric(task)
+    cmd = [
+        str(AG_PYTHON),
+        str(HERE / "_autogluon.py"),
+        "--train",
+        str(work / "train.parquet"),
+        "--test",
+        str(work / "test.parquet"),
+        "--label",
+        target,
+        "--problem-type",
+        task,
+        "--eval-metric",
+        AG_METRIC[metric],
+        "--presets",
+        preset,
+        "--time-limit",
+        str(time_limit),
+        "--path",
+        str(work / f"ag-{preset}"),
+        "--out",
+        str(work / "pred.parquet"),
+    ]
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        mem.set_root(proc.pid)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"AutoGluon failed: {err[-2000:]}")
+    info = json.loads(out.strip().splitlines()[-1])
+    pred = pd.read_parquet(work / "pred.parquet")
+    shutil.rmtree(work / f"ag-{preset}", ignore_errors=True)
+    if task == "regression":
+        P: np.ndarray = pred["pred"].to_numpy()
+        y: np.ndarray = test[target].to_numpy(float)
+        k = 0
+    else:
+        seen = set(train[target].unique().tolist())
+        classes = sorted(seen, key=lambda c: (str(type(c)), c))
+        P = pred[[f"pred_{c}" for c in classes]].to_numpy()
+        y = encode(test[target], classes)
+        k = len(classes)
+    return {
+        "system": f"autogluon {preset}",
+        "model": info["best"],
+        "metric": metric,
+        "test_score": score(metric, y, P, k),
+        "wall_s": wall,
+        "peak_rss_mib": mem.peak_mib,
+        "autogluon_version": info.get("version"),
+    }
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """One line per table: ours, best member, AutoGluon best and medium."""
+    lines = [
+        "| table | metric | ours | our best member | AG best_quality | AG medium |"
+        " wall s: ours / AG best / AG medium | peak RSS MiB: ours / AG best |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, part in table.groupby("dataset", sort=False):
+        by = dict(list(part.groupby("system")))
+
+        def get(system: str, col: str = "test_score", by: dict = by) -> float:
+            g = by.get(system)
+            return float(g[col].iloc[0]) if g is not None else float("nan")
+
+        members = by.get("ours member")
+        metric = part["metric"].iloc[0]
+        best_member = float("nan")
+        if members is not None:
+            losses = members.test_score * (1 if metric != "roc_auc" else -1)
+            best_member = float(members.test_score.iloc[int(np.argmin(losses))])
+        lines.append(
+            f"| {name} | {metric} | {get('ours'):.5g} | {best_member:.5g} | "
+            f"{get('autogluon best_quality'):.5g} | "
+            f"{get('autogluon medium_quality'):.5g} | "
+            f"{get('ours', 'wall_s'):.0f} / "
+            f"{get('autogluon best_quality', 'wall_s'):.0f} / "
+            f"{get('autogluon medium_quality', 'wall_s'):.0f} | "
+            f"{get('ours', 'peak_rss_mib'):.0f} / "
+            f"{get('autogluon best_quality', 'peak_rss_mib'):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--time-limit", type=float, default=300.0)
+    p.add_argument("--tables", default=",".join(TABLES))
+    p.add_argument("--systems", default="ours,best_quality,medium_quality")
+    p.add_argument("--rerun-autogluon", action="store_true")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--fit-args", default="", help="extra flags for our `ensemble fit`")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tl = int(args.time_limit)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    frames = []
+    for name in [t.strip() for t in args.tables.split(",") if t.strip()]:
+        train, test, target, task = split(name)
+        rows: list[dict[str, Any]] = []
+        for system in systems:
+            with tempfile.TemporaryDirectory(prefix=f"quality-{name}-") as tmp:
+                work = Path(tmp)
+                if system == "ours":
+                    extra = args.fit_args.split()
+                    rows += run_ours(train, test, target, args.time_limit, work, extra)
+                    continue
+                cache = out / f"autogluon-{name}-{system}-tl{tl}.parquet"
+                if cache.exists() and not args.rerun_autogluon:
+                    rows += pd.read_parquet(cache).to_dict("records")
+                    continue
+                row = run_autogluon(
+                    train, test, target, task, system, args.time_limit, work
+                )
+                row["date"] = date.today().isoformat()
+                pd.DataFrame([row]).to_parquet(cache)
+                rows.append(row)
+            print(f"{name} {system}: done", flush=True)
+        part = pd.DataFrame(rows)
+        part.insert(0, "dataset", name)
+        part["n_train"], part["n_test"] = len(train), len(test)
+        frames.append(part)
+        table = pd.concat(frames, ignore_index=True)
+        table.to_parquet(out / f"quality-tl{tl}.parquet")
+        print(markdown(part), flush=True)
+    table = pd.concat(frames, ignore_index=True)
+    print(markdown(table))
+    return table
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    main()

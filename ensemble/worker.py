@@ -1,0 +1,99 @@
+"""The body of one fit: a (member, fold) on a Ray worker, for the fit pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import numpy as np
+
+from . import budget, storage
+from .learners import FitContext, get
+from .specs import FitResult, FitTask
+
+__all__ = ["fit_fold"]
+
+
+def fit_fold(
+    task: FitTask,
+    X: np.ndarray,
+    y: np.ndarray,
+    fold: np.ndarray,
+    context: FitContext,
+    model_dir: str,
+    *,
+    slot: int,
+    n_threads: int,
+    gpu: bool,
+) -> FitResult:
+    """Fit ``task`` on its training folds, predict its OOF and holdout rows.
+
+    The model is saved under ``model_dir`` (a path or a URI: the worker
+    uploads it itself, so no node needs a shared disk).
+
+    Parameters
+    ----------
+    task : FitTask
+        The (member, fold) to fit.
+    X, y, fold : ndarray
+        Every row (read-only from the object store) and its fold id.
+    context : FitContext
+        Task layout; threads, device and time box are set here.
+    model_dir : str
+        Where the fold model is written.
+    slot : int
+        The pool slot that runs it (for ``fits.parquet``).
+    n_threads : int
+        Threads the fit may use: the CPUs its task reserved.
+    gpu : bool
+        Whether the task holds (a share of) a GPU.
+
+    Returns
+    -------
+    FitResult
+    """
+    import ray
+
+    # Ray sets OMP_NUM_THREADS from a task's CPUs when the process starts;
+    # a reused process may have started for another task: pin it again for the
+    # BLAS and torch pools (the MLP also sets torch's threads itself).
+    os.environ["OMP_NUM_THREADS"] = str(n_threads)
+    if gpu:  # before any CUDA work in this process (see learners.mlp)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    started = datetime.now(timezone.utc)
+    train = (fold >= 0) & (fold != task.fold)
+    use_gpu = gpu and task.uses_gpu
+    box = None if task.time_box is None else task.time_box * budget.BOX_FIT_SHARE
+    ctx = replace(
+        context,
+        n_threads=n_threads,
+        device="cuda" if use_gpu else "cpu",
+        time_box_s=box,
+    )
+    learner = get(task.learner)(task.params, context=ctx)
+    learner.init_state = task.init_state
+    t0 = time.perf_counter()
+    learner.fit(X[train], y[train])
+    fit_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    oof = learner.predict(X[fold == task.fold])
+    holdout = learner.predict(X[fold == -1])
+    predict_s = time.perf_counter() - t1
+    storage.save_tree(model_dir, learner.save)
+    return FitResult(
+        member=task.member,
+        learner=task.learner,
+        fold=task.fold,
+        oof_pred=oof,
+        holdout_pred=holdout,
+        node_id=ray.get_runtime_context().get_node_id(),
+        worker=f"{slot}:{os.getpid()}",
+        gpu=use_gpu,
+        started_at=started,
+        fit_s=fit_s,
+        predict_s=predict_s,
+        n_train=int(train.sum()),
+        truncated=learner.truncated_,
+    )
