@@ -130,13 +130,32 @@ def predict_file(
         ),
     )
     target = Path(out).absolute()
+    n = _write_stream(preds, target, with_row_id=id_column is None, on_batch=on_batch)
+    if n == 0:
+        raise DataError(f"{data!r} has no rows to predict")
+    logger.info("predicted %d rows with %s into %s", n, ensemble.model, target)
+    return n
+
+
+def _write_stream(
+    preds: Any,
+    target: Path,
+    *,
+    with_row_id: bool,
+    on_batch: Callable[[int], None] | None,
+) -> int:
+    """Stream the predictions, in order, into one Parquet file; the row count.
+
+    Written to a temporary name and renamed, so a reader never sees half a
+    file; nothing is left behind on failure or when there are no rows.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     writer: pq.ParquetWriter | None = None
     n = 0
     try:
         for table in preds.iter_batches(batch_format="pyarrow", batch_size=None):
-            if id_column is None:
+            if with_row_id:
                 table = table.add_column(
                     0, "row_id", pa.array(range(n, n + len(table)), pa.int64())
                 )
@@ -152,8 +171,7 @@ def predict_file(
         tmp.unlink(missing_ok=True)
         raise
     if writer is None:
-        raise DataError(f"{data!r} has no rows to predict")
+        return 0
     writer.close()
     os.replace(tmp, target)
-    logger.info("predicted %d rows with %s into %s", n, ensemble.model, target)
     return n

@@ -225,8 +225,9 @@ def nightly(
     fit : callable, optional
         ``fit(config)`` → a complete run (default :func:`ensemble.runner.fit_run`).
     warm_start : bool, default=True
-        MLP members start from the champion's MLP weights when the champion
-        has an MLP and the feature schema is unchanged (else they start cold).
+        Warm-startable members (the MLP) start from the champion's weights
+        when the champion has such a member and the feature schema is
+        unchanged (else they start cold).
 
     Returns
     -------
@@ -241,7 +242,6 @@ def nightly(
     """
     from .runner import fit_run
 
-    fit = fit or fit_run
     reg = Registry(registry)
     day = day or date_cls.today().isoformat()
     try:
@@ -253,23 +253,12 @@ def nightly(
     with reg.lock():
         settled = reg.settled(day)
         if settled is not None and not force:
-            return NightlyOutcome(
-                date=day,
-                run_id=str(settled["run_id"]),
-                run_dir=str(settled["run_dir"]),
-                snapshot=str(settled["snapshot"]),
-                status="skipped",
-                promoted=False,
-                reason=(
-                    f"{day} already ran ({settled['status']}, run "
-                    f"{settled['run_id']}); pass --force to run it again"
-                ),
-            )
+            return _skipped(day, settled)
         champion = reg.champion()
         snapshot = latest_snapshot(config.data or "")
         run_id = f"nightly-{day}-{uuid.uuid4().hex[:6]}"
         run_config = config.replace(data=snapshot, out=str(reg.runs), run_id=run_id)
-        if warm_start and champion and "mlp" in config.learners:
+        if warm_start and champion and _warm_startable(config):
             run_config = _with_warm_start(run_config, champion)
         outcome = NightlyOutcome(
             date=day,
@@ -281,25 +270,63 @@ def nightly(
             reason="",
             champion_run_id=champion["run_id"] if champion else None,
         )
-        try:
-            fit(run_config)
-            RunDirectory(reg.runs / run_id).require_complete()
-            _compare(outcome, champion, margin)
-        except Exception as exc:
-            outcome.status = "failed"
-            outcome.promoted = False
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            outcome.reason = f"run failed: {first}"[:500]
-            outcome.finished_at = now_iso()
-            if not (reg.runs / run_id).exists():
-                outcome.run_dir = None
-            reg.record(outcome)
-            raise
-        outcome.finished_at = now_iso()
-        if outcome.promoted:
-            reg.promote(outcome)
-        reg.record(outcome)
+        _challenge(reg, outcome, run_config, champion, margin, fit or fit_run)
         return outcome
+
+
+def _skipped(day: str, settled: dict[str, Any]) -> NightlyOutcome:
+    return NightlyOutcome(
+        date=day,
+        run_id=str(settled["run_id"]),
+        run_dir=str(settled["run_dir"]),
+        snapshot=str(settled["snapshot"]),
+        status="skipped",
+        promoted=False,
+        reason=(
+            f"{day} already ran ({settled['status']}, run "
+            f"{settled['run_id']}); pass --force to run it again"
+        ),
+    )
+
+
+def _warm_startable(config: RunConfig) -> bool:
+    """Whether any of the config's learners can start from earlier weights."""
+    from .learners import get
+
+    return any(get(k).warm_start_params for k in config.learners)
+
+
+def _challenge(
+    reg: Registry,
+    outcome: NightlyOutcome,
+    run_config: RunConfig,
+    champion: dict[str, Any] | None,
+    margin: float,
+    fit: Callable[..., Any],
+) -> None:
+    """Fit the challenger, compare, promote if it wins; record the night.
+
+    A failure is recorded as ``failed`` (the champion unchanged) and re-raised.
+    """
+    run_dir = reg.runs / str(run_config.run_id)
+    try:
+        fit(run_config)
+        RunDirectory(run_dir).require_complete()
+        _compare(outcome, champion, margin)
+    except Exception as exc:
+        outcome.status = "failed"
+        outcome.promoted = False
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        outcome.reason = f"run failed: {first}"[:500]
+        outcome.finished_at = now_iso()
+        if not run_dir.exists():
+            outcome.run_dir = None
+        reg.record(outcome)
+        raise
+    outcome.finished_at = now_iso()
+    if outcome.promoted:
+        reg.promote(outcome)
+    reg.record(outcome)
 
 
 def _with_warm_start(config: RunConfig, champion: dict[str, Any]) -> RunConfig:

@@ -171,6 +171,27 @@ def submit_fit(
     """
     config = prepare_config(config)
     job_id = submission_id or f"ensemble-{config.run_id}"
+    client = _client(address)
+    _submit(
+        client,
+        job_id,
+        entrypoint=entrypoint(config),
+        runtime_env=_runtime_env(working_dir, ship_package),
+        metadata={"ensemble_run": run_location(config)},
+    )
+    result = SubmitResult(job_id, "PENDING", run_location(config))
+    if not wait:
+        return result
+    status, logs = _follow(client, job_id, on_log, poll_s)
+    result.status = status
+    if status != "SUCCEEDED":
+        info = client.get_job_info(job_id)
+        raise JobFailed(f"job {job_id} {status}: {_job_error(logs, info.message)}")
+    return result
+
+
+def _runtime_env(working_dir: str | None, ship_package: bool) -> dict[str, Any]:
+    """The job's runtime environment: raw output, the folder and the package."""
     runtime_env: dict[str, Any] = {
         # Ray sets OMP_NUM_THREADS per worker; keep the job driver's output raw.
         "env_vars": {"PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0"},
@@ -184,19 +205,20 @@ def submit_fit(
         runtime_env["working_dir"] = str(working_dir)
     if ship_package:
         runtime_env["py_modules"] = [str(Path(__file__).resolve().parent)]
-    client = _client(address)
-    # A head that has just started answers "No available agent to submit job"
-    # until its job agent is up: that one is retried for a while.
+    return runtime_env
+
+
+def _submit(client: Any, job_id: str, **job: Any) -> None:
+    """Submit, retrying while a head that has just started has no job agent.
+
+    Such a head answers "No available agent to submit job" until its agent is
+    up; any other refusal is one line.
+    """
     end = time.monotonic() + AGENT_WAIT_S
     while True:
         try:
-            client.submit_job(
-                entrypoint=entrypoint(config),
-                submission_id=job_id,
-                runtime_env=runtime_env,
-                metadata={"ensemble_run": run_location(config)},
-            )
-            break
+            client.submit_job(submission_id=job_id, **job)
+            return
         except Exception as exc:  # noqa: BLE001 - the SDK raises RuntimeError
             text = str(exc).strip()
             if "No available agent" in text and time.monotonic() < end:
@@ -206,9 +228,15 @@ def submit_fit(
             raise ConfigError(
                 f"the cluster refused job {job_id!r}: {first[:300]}"
             ) from None
-    result = SubmitResult(job_id, "PENDING", run_location(config))
-    if not wait:
-        return result
+
+
+def _follow(
+    client: Any,
+    job_id: str,
+    on_log: Callable[[str], None] | None,
+    poll_s: float,
+) -> tuple[str, str]:
+    """Poll the job until it ends, passing on new logs; its status and logs."""
     shown = 0
     while True:
         status = str(client.get_job_status(job_id).value)
@@ -217,13 +245,8 @@ def submit_fit(
             on_log(logs[shown:])
         shown = max(shown, len(logs))
         if status in TERMINAL:
-            break
+            return status, logs
         time.sleep(poll_s)
-    result.status = status
-    if status != "SUCCEEDED":
-        info = client.get_job_info(job_id)
-        raise JobFailed(f"job {job_id} {status}: {_job_error(logs, info.message)}")
-    return result
 
 
 def _job_error(logs: str, message: str | None) -> str:
