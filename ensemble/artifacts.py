@@ -25,7 +25,14 @@ import pandas as pd
 from . import storage
 from .exceptions import RunStateError
 
-__all__ = ["REQUIRED_COLUMNS", "RunDirectory", "now_iso", "versions"]
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "RunDirectory",
+    "fold_dirs",
+    "fold_name",
+    "now_iso",
+    "versions",
+]
 
 MANIFEST_KEYS = (
     "run_id",
@@ -100,6 +107,7 @@ def versions() -> dict[str, str]:
         "scikit-learn",
         "lightgbm",
         "xgboost",
+        "catboost",
         "torch",
     ):
         try:
@@ -107,6 +115,30 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def fold_name(fold: int, repeat: int = 0) -> str:
+    """The directory of a fold model: ``fold<k>``, ``r<r>_fold<k>`` for repeats.
+
+    Every name ends in ``fold<k>``, so a reader takes ``*fold*`` as the
+    member's models.
+
+    Examples
+    --------
+    >>> fold_name(3), fold_name(3, repeat=2)
+    ('fold3', 'r2_fold3')
+    """
+    return f"fold{fold}" if repeat == 0 else f"r{repeat}_fold{fold}"
+
+
+def fold_dirs(member_dir: Path) -> list[Path]:
+    """A member's fold model directories in (repeat, fold) order."""
+
+    def order(p: Path) -> tuple[int, int]:
+        rep, _, fold = p.name.rpartition("fold")
+        return (int(rep.strip("r_") or 0), int(fold))
+
+    return sorted((p for p in member_dir.glob("*fold*") if p.is_dir()), key=order)
 
 
 def _tmp_name(target: Path) -> Path:
@@ -260,15 +292,16 @@ class RunDirectory:
         """Read a Parquet file or dataset of the run."""
         return pd.read_parquet(self.path / name)
 
-    def model_dir(self, member: str, fold: int) -> Path:
+    def model_dir(self, member: str, fold: int, repeat: int = 0) -> Path:
         """Where the fold model of ``member`` lives (in the local copy)."""
-        return self.path / "models" / member / f"fold{fold}"
+        return self.path / "models" / member / fold_name(fold, repeat)
 
-    def model_target(self, member: str, fold: int) -> str:
-        """Where a fit actor writes the fold model: the URI or the local path."""
+    def model_target(self, member: str, fold: int, repeat: int = 0) -> str:
+        """Where a fit writes the fold model: the URI or the local path."""
         if self.remote is not None:
-            return storage.join(self.remote, "models", member, f"fold{fold}")
-        return str(self.model_dir(member, fold))
+            name = fold_name(fold, repeat)
+            return storage.join(self.remote, "models", member, name)
+        return str(self.model_dir(member, fold, repeat))
 
     # -- resume ----------------------------------------------------------------
     @classmethod

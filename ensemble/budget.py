@@ -11,25 +11,34 @@ is a ``time.monotonic()`` value, named for what it bounds:
 
 A run of limit ``L`` that started at ``t0`` is laid out as::
 
-    t0 ──── tuning (its allotment) ──── member fits ──── fusions ──── t0 + L
-                                 fits start_by ─┘  │   fusions finish_by ─┘
-                            (0.80 L)   fits finish_by (0.90 L)     (0.96 L)
+    t0 ── portfolio ── search ── repeats ──┬── fusions ──┬── tables ── t0 + L
+                  fits start_by (L - F - W) ┘             │
+                  fits finish_by (start_by + its tail)     fusions finish_by (L - W)
 
-Tuning gets what the member fits leave (:func:`tuning_seconds`); the fit stage
-replays its queue against the two fit instants (``ensemble.schedule``) and
-time-boxes the booster folds (:func:`time_box`); the fusions are scored
-cheapest first (:data:`FUSION_ORDER`) until their ``finish_by``.
+1. **Portfolio**: every family's default and portfolio configurations, queued
+   in value order (:data:`VALUE_ORDER`); the fit stage replays its queue
+   against the fit instants (``ensemble.schedule``) and time-boxes the
+   booster folds (:func:`time_box`), so what cannot finish is dropped.
+2. **Search** where it pays (:func:`search_plan`): the families that lead the
+   OOF leaderboard get trials, in proportion to how close they are to the top,
+   only when their measured fold times afford several trials.
+3. **Repeats** (repeated bagging): the strongest members are fitted again on
+   fresh fold assignments until the fits' ``start_by``, so the budget is spent.
+4. **Fusions**, cheapest first (:data:`FUSION_ORDER`), until their
+   ``finish_by``; ``F`` is their estimated time (:func:`fusion_seconds`) and
+   ``W`` what writing the run directory and the report takes.
 
 Fit times are estimated from calibrated costs (:data:`FIT_COST`), measured on
 the 2-core development machine; they plan, never promise: the fit stage
-corrects them with the folds that finished.
+corrects them with the folds that finished, and the later stages use the
+measured times of the portfolio's folds.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .nn import auto_batch_size
@@ -39,48 +48,76 @@ __all__ = [
     "FIT_COST",
     "FUSION_ORDER",
     "MIN_BOX_FRACTION",
-    "MIN_FAMILY_S",
     "MIN_TRIALS",
-    "MIN_TUNE_S",
     "REPLAN_S",
+    "VALUE_ORDER",
     "Budget",
     "FitCost",
     "fold_seconds",
     "fusion_order",
-    "is_core",
+    "fusion_seconds",
     "priority",
+    "repeat_candidates",
+    "search_plan",
     "time_box",
-    "tuning_order",
-    "tuning_ratio",
+    "trial_fold_box",
+    "value_rank",
 ]
 
-# -- stages ---------------------------------------------------------------------
-#: Fractions of the limit: the last start of a member fit, the moment every fit
-#: should have ended, the end of fusion scoring (the rest writes the run).
-FITS_START_BY = 0.80
-FITS_FINISH_BY = 0.90
-FUSIONS_FINISH_BY = 0.96
-#: Tuning never takes more than this share: the member fits (every family's best
-#: configuration on every fold) and the fusions need most of the rest.
-MAX_TUNE_SHARE = 0.45
-#: Slack on the estimated member fits before tuning gets the rest.
-FIT_SLACK = 1.2
-#: Below this, a search finishes too few trials to beat the defaults.
-MIN_TUNE_S = 20.0
-#: Least tuning time worth giving a family: Tuner start-up plus one 5-fold
-#: trial of a mid-sized learner on adult (~40k rows) on one core.
+# -- stages -----------------------------------------------------------------------
+#: Seconds kept at the end for the tables, the manifest and the report (a share
+#: of the limit, within these bounds).
+WRITE_SHARE = 0.015
+WRITE_S = (2.0, 15.0)
+#: The fusions get at least this share of the limit, and at most this one.
+FUSION_SHARE = (0.03, 0.15)
+#: A fit that starts at the fits' ``start_by`` may still run for its fold's
+#: time; under a limit the booster folds are boxed to end by ``finish_by``.
+FITS_TAIL_SHARE = 0.04
+#: Least share of the limit worth searching: below it, repeats use the time.
+MIN_SEARCH_SHARE = 0.15
+#: The search never takes more than this share of the time the portfolio left
+#: (the repeats, which never hurt, get the rest).
+MAX_SEARCH_SHARE = 0.5
+#: Least seconds of search worth giving a family: Ray Tune's start-up and the
+#: first trial's folds (measured: ~8 s of start-up on 2 CPUs).
 MIN_FAMILY_S = 20.0
-#: A family is tuned only when its share affords this many full trials (ASHA
-#: stops poor trials after a fold, so that is several more configurations).
+#: A family is searched only when its share affords this many full trials at
+#: the fold times its portfolio members measured (ASHA stops poor trials after
+#: a fold, so that is several more configurations).
 MIN_TRIALS = 3
-#: Families that keep their fit time when a short limit must choose between
-#: tuning and fitting everything: the boosters (strong) and the linear model
-#: (nearly free). The others are fitted if time is left.
-CORE_FAMILIES = frozenset({"linear", "hgb", "lgbm", "xgb"})
-#: Order in which a short tuning budget is spent: the boosters gain most.
-TUNE_ORDER = ("lgbm", "xgb", "hgb", "mlp", "rf", "et", "linear")
+#: Families searched at most: the leaders of the OOF leaderboard.
+MAX_SEARCHED = 2
+#: A family whose best member is more than this (relative) behind the best one
+#: is not searched: tuning rarely closes such a gap (no 120 linear trials).
+SEARCH_GAP = 0.02
+#: Members repeated at most (the strongest by OOF score): the fusions weight
+#: few members, and a repeat of a weak one changes nothing.
+MAX_REPEATED = 6
+#: Repeats per member at most: the gain of averaging more fold assignments
+#: flattens out (AutoGluon bags up to 20 sets).
+MAX_REPEATS = 20
 
-# -- the fit stage ---------------------------------------------------------------
+#: Members in the order they are worth fitting when time is short: the
+#: boosters first (strong on tables), then the models whose errors differ
+#: (the MLP, the forests, kNN), the linear model (nearly free) and
+#: HistGradientBoosting (close to LightGBM). Names not listed go last; tuned
+#: members take their family's place.
+VALUE_ORDER = (
+    "lgbm",
+    "cat",
+    "xgb",
+    "lgbm_xt",
+    "linear",
+    "mlp",
+    "lgbm_large",
+    "rf",
+    "et",
+    "knn",
+    "hgb",
+)
+
+# -- the fit stage ------------------------------------------------------------------
 #: While no fit finishes, the plan is re-checked this often (seconds), so a
 #: fold far past its estimate is caught while it runs.
 REPLAN_S = 1.0
@@ -92,25 +129,36 @@ BOX_FIT_SHARE = 0.75
 #: time is as good as late (a booster cut to a few rounds is not worth a slot).
 MIN_BOX_FRACTION = 0.25
 
-# -- fusions ---------------------------------------------------------------------
+# -- fusions ------------------------------------------------------------------------
 #: Fusions in the order they are scored: cheapest first, so a deadline drops the
-#: slow ones (nested CV on adult: two_level 21 s, selection 8 s, neural 8 s,
-#: stacking_lgbm 2 s, the others < 0.5 s). Unknown keys go last.
+#: slow ones. Unknown keys go last.
 FUSION_ORDER = (
     "average",
     "weighted",
     "stacking",
     "stacking_nonneg",
+    "selection",
     "stacking_lgbm",
     "neural",
-    "selection",
     "two_level",
 )
+#: Seconds of nested CV plus refit per million prediction cells (OOF rows x
+#: members x outputs), measured on adult, letter and california samples.
+FUSION_COST = {
+    "average": 0.1,
+    "weighted": 20.0,
+    "stacking": 20.0,
+    "stacking_nonneg": 20.0,
+    "selection": 40.0,
+    "stacking_lgbm": 150.0,
+    "neural": 300.0,
+    "two_level": 300.0,
+}
 #: After fits that overran, fusions still get this share of the limit (within
 #: FUSION_FLOOR_S), so a late run ends fused: the cheap ones take well under a
 #: second on the shared tables.
 FUSION_FLOOR_SHARE = 0.05
-FUSION_FLOOR_S = (2.0, 10.0)
+FUSION_FLOOR_S = (5.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -148,6 +196,8 @@ FIT_OVERHEAD_S = 0.3
 _MLP_MAX_EPOCHS = 60
 FIT_COST: dict[str, FitCost] = {
     "linear": FitCost(0.4),
+    # kNN stores the rows; predicting its fold costs more than fitting.
+    "knn": FitCost(1.0),
     # 200 trees, 100 while tuning; regression measured on california
     # (rf 9.4 s a fold against 1.4 s; et 3.8 s against 1.1 s).
     "rf": FitCost(10.0, regression=6.5, tuning_ratio=2.0),
@@ -158,6 +208,8 @@ FIT_COST: dict[str, FitCost] = {
     "lgbm": FitCost(2.3, per_class=1.0, tuning_ratio=2.2),
     # letter: 68 s a fold, ~5x LightGBM's rate per class
     "xgb": FitCost(2.3, per_class=5.0, tuning_ratio=2.2),
+    # CatBoost: symmetric trees, no refit; slower per round than LightGBM.
+    "cat": FitCost(6.0, per_class=1.0),
     # adult (31k rows, batch 256) 13 s a fold, letter (13k rows, batch 128) 18 s
     "mlp": FitCost(30.0, s_per_step=2.5e-3),
 }
@@ -196,6 +248,28 @@ def fold_seconds(key: str, n_rows: int, n_features: int, n_classes: int) -> floa
     return cost.s_per_mcell * cells * k + FIT_OVERHEAD_S
 
 
+def tuning_ratio(key: str) -> float:
+    """A member's fold time over its tuning trial's, for learner ``key``."""
+    return FIT_COST.get(key, FitCost()).tuning_ratio
+
+
+def fusion_seconds(
+    keys: Iterable[str], n_rows: int, n_members: int, n_outputs: int, n_cpus: int
+) -> float:
+    """Expected wall seconds of scoring the fusions ``keys`` on ``n_cpus``.
+
+    Examples
+    --------
+    >>> round(fusion_seconds(["weighted", "neural"], 40_000, 10, 1, 2), 1)
+    120.0
+    """
+    cells = n_rows * max(n_members, 1) * max(n_outputs, 1) / 1e6
+    total = sum(FUSION_COST.get(k, 100.0) * cells for k in keys)
+    # One Ray task per fusion: the dearest bounds the wall however many CPUs.
+    dearest = max((FUSION_COST.get(k, 100.0) * cells for k in keys), default=0.0)
+    return max(total / max(n_cpus, 1), dearest)
+
+
 @dataclass(frozen=True)
 class Budget:
     """The instants of one run's stages under a time limit.
@@ -207,33 +281,55 @@ class Budget:
         from its resumption).
     limit : float or None
         Seconds of the whole run; None means no limit, and every instant is None.
+    fusion_s : float, default=0.0
+        The fusions' expected seconds (:func:`fusion_seconds`); their window
+        is kept within :data:`FUSION_SHARE` of the limit.
 
     Examples
     --------
-    >>> b = Budget(start=100.0, limit=100.0)
-    >>> b.fits_start_by, b.fits_finish_by, b.fusions_finish_by(now=150.0)
-    (180.0, 190.0, 196.0)
-    >>> b.fusions_finish_by(now=199.0)  # fits overran: a short floor remains
-    204.0
+    >>> b = Budget(start=0.0, limit=300.0, fusion_s=20.0)
+    >>> b.fusions_finish_by(now=250.0), b.fits_finish_by, b.fits_start_by
+    (295.5, 275.5, 263.5)
+    >>> b.fusions_finish_by(now=299.0)  # fits overran: a short floor remains
+    314.0
     >>> Budget(0.0, None).fits_start_by is None
     True
     """
 
     start: float
     limit: float | None
+    fusion_s: float = 0.0
 
-    def _at(self, share: float) -> float | None:
-        return None if self.limit is None else self.start + share * self.limit
+    @property
+    def end(self) -> float | None:
+        """``start + limit``."""
+        return None if self.limit is None else self.start + self.limit
+
+    @property
+    def _write_s(self) -> float:
+        assert self.limit is not None
+        low, high = WRITE_S
+        return min(high, max(low, WRITE_SHARE * self.limit))
+
+    @property
+    def _fusion_window(self) -> float:
+        assert self.limit is not None
+        low, high = FUSION_SHARE
+        return min(high * self.limit, max(low * self.limit, self.fusion_s))
+
+    @property
+    def fits_finish_by(self) -> float | None:
+        """Every fit should have ended by this; then the fusions start."""
+        if self.end is None:
+            return None
+        return self.end - self._write_s - self._fusion_window
 
     @property
     def fits_start_by(self) -> float | None:
         """No new (member, fold) fit starts after this."""
-        return self._at(FITS_START_BY)
-
-    @property
-    def fits_finish_by(self) -> float | None:
-        """Every fit should have ended by this."""
-        return self._at(FITS_FINISH_BY)
+        if self.fits_finish_by is None or self.limit is None:
+            return None
+        return self.fits_finish_by - FITS_TAIL_SHARE * self.limit
 
     def fusions_finish_by(self, now: float | None = None) -> float | None:
         """The end of fusion scoring, never less than a short floor after ``now``.
@@ -241,123 +337,139 @@ class Budget:
         Fits that started before their ``start_by`` run to their end and may eat
         the fusion time; the floor still lets the cheap fusions finish.
         """
-        end = self._at(FUSIONS_FINISH_BY)
-        if end is None or self.limit is None:
+        if self.end is None or self.limit is None:
             return None
         low, high = FUSION_FLOOR_S
         floor = min(high, max(low, FUSION_FLOOR_SHARE * self.limit))
-        return max(end, (time.monotonic() if now is None else now) + floor)
+        now = time.monotonic() if now is None else now
+        return max(self.end - self._write_s, now + floor)
 
-    @property
-    def max_tune_s(self) -> float | None:
-        """The most tuning may take."""
-        return None if self.limit is None else MAX_TUNE_SHARE * self.limit
+    def with_fusions(self, fusion_s: float) -> Budget:
+        """The same budget with the fusions' window sized for ``fusion_s``."""
+        return Budget(self.start, self.limit, fusion_s)
 
-    def tuning_seconds(
-        self,
-        now: float,
-        fits_wall: Callable[[list[str]], float],
-        learners: Sequence[str],
-    ) -> tuple[float, list[str]]:
-        """Seconds of tuning, and the families fitted only if time is left.
-
-        The member fits come first: each family's best configuration on every
-        fold (``fits_wall(keys)``: wall seconds on the cluster), with
-        :data:`FIT_SLACK`. Tuning gets what is left before ``fits_start_by``, at
-        most :data:`MAX_TUNE_SHARE` of the limit. When that is under
-        :data:`MIN_TUNE_S`, tuning comes before the non-core families: it gets
-        what the :data:`CORE_FAMILIES` leave, and the others are fitted only if
-        time is left. If even that is too short, nothing is tuned (0.0).
+    def search_seconds(self, now: float) -> float:
+        """Seconds the search may take of what the portfolio left (0: none).
 
         Examples
         --------
-        >>> b = Budget(start=0.0, limit=120.0)  # fits start by 96 s
-        >>> b.tuning_seconds(0.0, lambda keys: 5.0, ["lgbm"])  # capped at 45%
-        (54.0, [])
-        >>> slow_rf = lambda keys: 90.0 if "rf" in keys else 5.0
-        >>> b.tuning_seconds(0.0, slow_rf, ["lgbm", "rf"])  # rf only if time is left
-        (54.0, ['rf'])
-        >>> b.tuning_seconds(0.0, lambda keys: 90.0, ["lgbm"])  # no time to tune
-        (0.0, [])
+        >>> Budget(0.0, 300.0).search_seconds(100.0)  # half of what is left
+        87.25
+        >>> Budget(0.0, 300.0).search_seconds(240.0)  # too little: repeats only
+        0.0
         """
-        if self.limit is None or self.fits_start_by is None:
-            raise ValueError("tuning_seconds needs a time limit")
-        available = self.fits_start_by - now
-        cap = MAX_TUNE_SHARE * self.limit
-        tune_s = min(cap, available - FIT_SLACK * fits_wall(list(learners)))
-        if tune_s >= MIN_TUNE_S:
-            return tune_s, []
-        core = [k for k in learners if k in CORE_FAMILIES]
-        if core:
-            tune_s = min(cap, available - FIT_SLACK * fits_wall(core))
-            if tune_s >= MIN_TUNE_S:
-                return tune_s, [k for k in learners if k not in core]
-        return 0.0, []
+        if self.fits_start_by is None or self.limit is None:
+            return 0.0
+        left = self.fits_start_by - now
+        if left < MIN_SEARCH_SHARE * self.limit:
+            return 0.0
+        return MAX_SEARCH_SHARE * left
 
 
-def tuning_order(
-    learners: Sequence[str],
-    trial_seconds: dict[str, float],
-    budget_s: float,
-    n_cpus: int,
-) -> list[str]:
-    """The families a tuning budget is spent on, in the order given.
-
-    A family needs ~:data:`MIN_FAMILY_S` to finish even its default trial:
-    with less per family, only the first in :data:`TUNE_ORDER` are tuned. In
-    that order a family is added while every chosen family's share of the
-    budget still affords :data:`MIN_TRIALS` of its trials (``trial_seconds``:
-    every fold, on one CPU) on ``n_cpus``; the others keep their defaults.
-
-    Examples
-    --------
-    >>> trial_s = {"linear": 1.0, "lgbm": 5.0, "xgb": 5.0}
-    >>> tuning_order(["linear", "lgbm", "xgb"], trial_s, 37.0, 2)  # one family
-    ['lgbm']
-    >>> tuning_order(["linear", "lgbm", "xgb"], trial_s, 70.0, 2)  # three
-    ['linear', 'lgbm', 'xgb']
-    """
-    rank = {k: i for i, k in enumerate(TUNE_ORDER)}
-    n_fit = max(1, int(budget_s // MIN_FAMILY_S))
-    chosen: list[str] = []
-    dearest = 0.0  # the costliest trial among the chosen families
-    for key in sorted(learners, key=lambda k: rank.get(k, len(TUNE_ORDER))):
-        if len(chosen) == n_fit:
-            break
-        worst = max(dearest, trial_seconds[key])
-        if MIN_TRIALS * worst <= budget_s / (len(chosen) + 1) * n_cpus:
-            chosen.append(key)
-            dearest = worst
-    return [k for k in learners if k in chosen]
+def value_rank(name: str, learner: str) -> int:
+    """A member's place in :data:`VALUE_ORDER` (its family's when not listed)."""
+    for key in (name, learner):
+        if key in VALUE_ORDER:
+            return VALUE_ORDER.index(key)
+    return len(VALUE_ORDER)
 
 
-def is_core(key: str) -> bool:
-    """Whether family ``key`` keeps its fit time when a short limit must choose."""
-    return key in CORE_FAMILIES
-
-
-def tuning_ratio(key: str) -> float:
-    """A member's fold time over its tuning trial's, for learner ``key``."""
-    return FIT_COST.get(key, FitCost()).tuning_ratio
-
-
-def priority(rank: int, seconds: float, *, core: bool, tuned: bool) -> float:
+def priority(rank: int, seconds: float) -> float:
     """Queue priority of a member's folds under a deadline (lower first).
 
-    Rank first (every family's best configuration before any second-best),
-    then the core families before the others, then the tuned configurations
-    (the limit paid for them, and they are usually the strongest members)
-    before the defaults, then cheaper first. ``seconds`` is scaled into
-    [0, 0.1], far above float resolution next to ``rank``.
+    By value (``rank``: :func:`value_rank`), then cheaper first. ``seconds`` is
+    scaled into [0, 0.1], far above float resolution next to ``rank``.
 
     Examples
     --------
-    >>> priority(1, 5.0, core=True, tuned=True) < priority(1, 0.1, core=True,
-    ...     tuned=False) < priority(1, 0.1, core=False, tuned=True)
+    >>> priority(0, 5000.0) < priority(1, 0.1) < priority(1, 60.0)
     True
     """
-    group = (0.0 if core else 0.5) + (0.0 if tuned else 0.25)
-    return rank + group + min(max(seconds, 0.0), 1e6) / 1e7
+    return rank + min(max(seconds, 0.0), 1e6) / 1e7
+
+
+def search_plan(
+    losses: Mapping[str, float],
+    trial_seconds: Mapping[str, float],
+    budget_s: float,
+    n_cpus: int,
+) -> dict[str, float]:
+    """Seconds of search per family: the leaders, where trials can pay.
+
+    Parameters
+    ----------
+    losses : mapping
+        Each searchable family's best OOF loss (lower is better).
+    trial_seconds : mapping
+        Each family's trial on one CPU (every fold), from its measured folds.
+    budget_s : float
+        The search's seconds (:meth:`Budget.search_seconds`).
+    n_cpus : int
+        Trials run at once.
+
+    Returns
+    -------
+    dict
+        Family → seconds, best first; families not worth a search are left out:
+        more than :data:`SEARCH_GAP` behind the best, beyond the first
+        :data:`MAX_SEARCHED`, or too dear for :data:`MIN_TRIALS` trials in
+        their share. Shares are proportional to ``1 - gap / SEARCH_GAP``, so the
+        leader gets the most and a family at the edge of the gap next to none.
+
+    Examples
+    --------
+    >>> search_plan({"lgbm": 0.30, "cat": 0.301, "linear": 0.40},
+    ...             {"lgbm": 10, "cat": 20, "linear": 1}, 120.0, 2)
+    {'lgbm': 64.9, 'cat': 55.1}
+    >>> search_plan({"lgbm": 0.30}, {"lgbm": 100}, 120.0, 2)  # too dear
+    {}
+    """
+    if not losses or budget_s <= 0:
+        return {}
+    best = min(losses.values())
+    scale = abs(best) if best else 1.0
+    weights = {}
+    for key in sorted(losses, key=lambda k: losses[k])[:MAX_SEARCHED]:
+        gap = (losses[key] - best) / scale
+        if gap <= SEARCH_GAP:
+            weights[key] = 1.0 - gap / SEARCH_GAP * 0.9
+    while weights:
+        total = sum(weights.values())
+        plan = {k: round(budget_s * w / total, 1) for k, w in weights.items()}
+        dear = [
+            k
+            for k, s in plan.items()
+            if MIN_TRIALS * trial_seconds[k] > s * n_cpus or s < MIN_FAMILY_S
+        ]
+        if not dear:
+            return plan
+        weights.pop(max(dear, key=lambda k: losses[k]))
+    return {}
+
+
+def trial_fold_box(family_s: float | None, n_folds: int) -> float | None:
+    """Seconds one fold of a tuning trial may take.
+
+    Two trials in a row fit in the family's search time, so a slow
+    configuration cannot eat all of it.
+
+    Examples
+    --------
+    >>> trial_fold_box(100.0, 5), trial_fold_box(None, 5)
+    (10.0, None)
+    """
+    return None if family_s is None else family_s / (2 * max(n_folds, 1))
+
+
+def repeat_candidates(losses: Mapping[str, float]) -> list[str]:
+    """The members worth repeating, best first: the first :data:`MAX_REPEATED`.
+
+    Examples
+    --------
+    >>> repeat_candidates({"lgbm": 0.3, "linear": 0.4, "cat": 0.29})[:2]
+    ['cat', 'lgbm']
+    """
+    return sorted(losses, key=lambda m: losses[m])[:MAX_REPEATED]
 
 
 def fusion_order(keys: Iterable[str]) -> list[str]:

@@ -71,11 +71,31 @@ def fit(
     learners: Annotated[
         str | None, typer.Option(help="Comma-separated learner keys.")
     ] = None,
+    portfolio: Annotated[
+        bool | None,
+        typer.Option(
+            "--portfolio/--no-portfolio",
+            help="Fit each family's portfolio configurations beside its defaults.",
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        typer.Option(
+            help="Fold assignments per member (repeated bagging); default: as "
+            "time allows under --time-limit, else 1."
+        ),
+    ] = None,
     fusions: Annotated[
         str | None, typer.Option(help="Comma-separated fusion keys.")
     ] = None,
     folds: Annotated[int | None, typer.Option(help="Number of CV folds.")] = None,
-    holdout: Annotated[float | None, typer.Option(help="Holdout fraction.")] = None,
+    holdout: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of rows held out to score on (default 0: every row "
+            "trains; models are scored on OOF predictions)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     time_limit: Annotated[
         float | None, typer.Option(help="Budget of the run in seconds.")
@@ -247,11 +267,13 @@ def _fit(
     def on_fit(r: Any, done: int, total: int) -> None:
         if level >= 1:
             flush_tuning()
-            if not bar:
+            if not progress.live.is_started:  # each stage of fits shows its bar
                 progress.start()
+            if not bar:
                 bar.append(progress.add_task("fits", total=total, completed=done - 1))
+            rep = f"r{r.repeat} " if r.repeat else ""
             progress.console.print(
-                f"[{done:>3}/{total}] {r.member:<10} fold {r.fold}  "
+                f"[{done:>3}/{total}] {r.member:<10} {rep}fold {r.fold}  "
                 f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
                 f"worker {r.worker}{'  gpu' if r.gpu else ''}"
             )
@@ -389,6 +411,8 @@ _FLAG_FIELDS = {
     "out": "out",
     "task": "task",
     "learners": "learners",
+    "portfolio": "portfolio",
+    "repeats": "repeats",
     "fusions": "fusions",
     "folds": "n_folds",
     "holdout": "holdout",
@@ -695,11 +719,17 @@ def _fmt(v: Any) -> str:
 
 def _print_board(board: Any, best: str) -> None:
     metric = board["metric"].iloc[0]
-    table = Table(title=f"leaderboard ({metric}; oof = nested CV for fusions)")
+    held = bool(board["holdout_score"].notna().any())
+    where = "on the holdout" if held else "on OOF predictions"
+    table = Table(
+        title=f"leaderboard ({metric}; oof = nested CV for fusions; "
+        f"other metrics {where})"
+    )
     extra = [
         c for c in ("accuracy", "log_loss", "r2") if c in board.columns and c != metric
     ]
-    for col in ["model", "kind", "oof", "holdout", *extra, "fit_s"]:
+    cols = ["model", "kind", "oof", *(["holdout"] if held else []), *extra, "fit_s"]
+    for col in cols:
         table.add_column(col, justify="left" if col in ("model", "kind") else "right")
     for _, row in board.iterrows():
         name = f"{row['model']} *" if row["model"] == best else row["model"]
@@ -707,7 +737,7 @@ def _print_board(board: Any, best: str) -> None:
             name,
             row["kind"],
             _fmt(row["oof_score"]),
-            _fmt(row["holdout_score"]),
+            *([_fmt(row["holdout_score"])] if held else []),
             *[_fmt(row[c]) for c in extra],
             f"{row['fit_s']:.1f}",
         )

@@ -51,12 +51,22 @@ class _RunData:
         return len(self.manifest["classes"] or [])
 
 
-def _open(run_dir: str | os.PathLike[str]) -> _RunData:
-    """The complete run and its own training table, encoded as it was."""
+def _open(run_dir: str | os.PathLike[str], command: str) -> _RunData:
+    """The complete run and its own training table, encoded as it was.
+
+    Distillation and pruning report their scores on the run's holdout rows
+    (rows neither the members nor the new model trained on): a run without a
+    holdout is refused with one line.
+    """
     from .data import load_table
 
     run = RunDirectory.for_reading(run_dir)
     manifest = run.require_complete()
+    if not float((manifest.get("config") or {}).get("holdout") or 0):
+        raise ConfigError(
+            f"`ensemble {command}` scores on the run's holdout rows, and run "
+            f"{run.run_id!r} has none; fit it again with --holdout 0.2"
+        )
     source = str(manifest["config"]["data"])
     frame, sha = load_table(source)
     if sha != manifest["data_sha256"]:
@@ -224,7 +234,7 @@ def distill(
         raise ConfigError(f"--student {student!r} is unknown; use one of {STUDENTS}")
     if augment < 0:
         raise ConfigError(f"--augment {augment} is negative; give 0 or more")
-    rd = _open(run_dir)
+    rd = _open(run_dir, "distill")
     name = f"distilled_{student}"
     teacher = FittedEnsemble(rd.run.location)
     train = rd.fold >= 0
@@ -326,7 +336,7 @@ def prune(
     import torch
 
     torch.set_num_threads(n_threads or os.cpu_count() or 1)
-    rd = _open(run_dir)
+    rd = _open(run_dir, "prune")
     mlps = _mlp_members(rd)
     chosen = members or mlps
     unknown = [m for m in chosen if m not in mlps]

@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_FUSIONS", "DEFAULT_LEARNERS", "TASKS", "RunConfig", "resolve
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 # Every family in the design; diversity across families is what fusion feeds on.
-DEFAULT_LEARNERS = ("linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp")
+DEFAULT_LEARNERS = ("linear", "knn", "rf", "et", "hgb", "lgbm", "xgb", "cat", "mlp")
 DEFAULT_FUSIONS = (
     "average",
     "weighted",
@@ -50,13 +50,18 @@ class RunConfig:
     out : str, default="runs"
         Parent directory of the run directory ``<out>/<run_id>/``.
     learners : tuple of str, default=DEFAULT_LEARNERS
-        Registry keys of the base learners.
+        Registry keys of the base learner families.
+    portfolio : bool, default=True
+        Fit each family's portfolio configurations (``Learner.portfolio``,
+        e.g. ``lgbm_xt``, ``lgbm_large``) beside its defaults.
     fusions : tuple of str, default=DEFAULT_FUSIONS
         Fusion strategies to fit and compare.
     n_folds : int, default=5
         Number of cross-validation folds that produce out-of-fold predictions.
-    holdout : float, default=0.2
-        Fraction of rows held out from every fit and used only for scoring.
+    holdout : float, default=0.0
+        Fraction of rows held out from every fit and used only for scoring
+        (``holdout.parquet``, the leaderboard's holdout metrics). 0 puts every
+        row in the folds: models are chosen and scored on OOF predictions.
     seed : int, default=0
         Seed for the holdout split, the folds and every learner.
     time_limit : float or None, default=None
@@ -68,8 +73,13 @@ class RunConfig:
     n_trials : int or None, default=None
         Tune trials per learner family (None: as many as the budget allows).
     top_n : int, default=2
-        Best configurations per family that become members: a second config
-        adds diversity for fusion at the cost of one more set of fold fits.
+        Best configurations per tuned family that become members: a second
+        config adds diversity for fusion at the cost of one more set of fits.
+    repeats : int or None, default=None
+        Fold assignments per member (repeated bagging: each repeat fits the
+        member again on a fresh shuffle of the same rows, and its OOF and
+        predictions are averaged). None: 1 without a time limit; under one,
+        the strongest members are repeated while time is left.
     search : {"optuna", "random"}, default="optuna"
         Tune search algorithm (Optuna TPE, seeded, or random search).
     metric : str or None, default=None
@@ -101,14 +111,18 @@ class RunConfig:
     task: str = "auto"
     out: str = "runs"
     learners: tuple[str, ...] = DEFAULT_LEARNERS
+    portfolio: bool = True
     fusions: tuple[str, ...] = DEFAULT_FUSIONS
     n_folds: int = 5  # the usual bias/variance compromise for stacking (Wolpert)
-    holdout: float = 0.2  # ~10k rows of a 50k table: AUC known to about ±0.003
+    # Every row trains a model: the OOF predictions score and choose honestly,
+    # and a held-out fifth would cost the fold models a fifth of the data.
+    holdout: float = 0.0
     seed: int = 0
     time_limit: float | None = None
     tune: bool | None = None
     n_trials: int | None = None
     top_n: int = 2
+    repeats: int | None = None
     search: str = "optuna"
     metric: str | None = None
     learner_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -139,8 +153,8 @@ class RunConfig:
         p: list[str] = []
         if not isinstance(self.n_folds, int) or self.n_folds < 2:
             p.append(f"`n_folds` must be an integer >= 2; got {self.n_folds!r}")
-        if not isinstance(self.holdout, (int, float)) or not 0 < self.holdout < 1:
-            p.append(f"`holdout` must be a fraction in (0, 1); got {self.holdout!r}")
+        if not isinstance(self.holdout, (int, float)) or not 0 <= self.holdout < 1:
+            p.append(f"`holdout` must be a fraction in [0, 1); got {self.holdout!r}")
         if self.time_limit is not None and (
             not isinstance(self.time_limit, (int, float)) or self.time_limit <= 0
         ):
@@ -151,6 +165,10 @@ class RunConfig:
             p.append(f"`n_trials` must be an integer >= 1; got {self.n_trials!r}")
         if not isinstance(self.top_n, int) or self.top_n < 1:
             p.append(f"`top_n` must be an integer >= 1; got {self.top_n!r}")
+        if self.repeats is not None and (
+            not isinstance(self.repeats, int) or self.repeats < 1
+        ):
+            p.append(f"`repeats` must be an integer >= 1; got {self.repeats!r}")
         if self.search not in ("optuna", "random"):
             p.append(f"`search` must be 'optuna' or 'random'; got {self.search!r}")
         if self.task not in TASKS:

@@ -1,9 +1,11 @@
-"""Loading, validation, task inference, holdout split and folds.
+"""Loading, validation, task inference, the optional holdout split and folds.
 
 Everything here is pure pandas/numpy: no Ray. The output, :class:`PreparedData`,
 holds one float32 feature matrix for all rows (categoricals as integer codes,
 missing values as NaN), the encoded target and the fold id of every row
-(``-1`` for holdout rows). Each learner does its own preprocessing on top.
+(``-1`` for holdout rows, when a holdout is asked for). Feature columns that
+carry nothing (constant, or empty) are dropped with a warning and listed.
+Each learner does its own preprocessing on top.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import difflib
 import hashlib
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ __all__ = [
     "FeatureSchema",
     "PreparedData",
     "assign_folds",
+    "repeat_folds",
     "infer_task",
     "load_table",
     "prepare",
@@ -295,6 +299,9 @@ class PreparedData:
     schema : FeatureSchema
     target : str
     data_sha256 : str
+    dropped_columns : dict
+        Feature columns left out because they carry nothing, with the reason
+        (``"constant"`` or ``"empty"``).
     """
 
     X: np.ndarray
@@ -305,6 +312,7 @@ class PreparedData:
     schema: FeatureSchema
     target: str
     data_sha256: str
+    dropped_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -325,6 +333,11 @@ class PreparedData:
     def n_folds(self) -> int:
         """Number of folds."""
         return int(self.fold.max()) + 1
+
+    @property
+    def has_holdout(self) -> bool:
+        """Whether some rows are held out of every fit."""
+        return bool((self.fold < 0).any())
 
 
 def infer_task(y: pd.Series) -> str:
@@ -352,7 +365,7 @@ def _python_scalar(v: Any) -> Any:
 def assign_folds(
     y: np.ndarray, *, task: str, n_folds: int, holdout: float, seed: int
 ) -> np.ndarray:
-    """Holdout split then k folds, shuffled with ``seed``, stratified for classes.
+    """Optional holdout split, then k folds, shuffled with ``seed``, stratified.
 
     Parameters
     ----------
@@ -363,7 +376,7 @@ def assign_folds(
     n_folds : int
         Number of folds.
     holdout : float
-        Fraction of rows held out.
+        Fraction of rows held out (0: none; every row is in a fold).
     seed : int
         Seed for both the split and the folds.
 
@@ -375,24 +388,70 @@ def assign_folds(
     n = len(y)
     classify = task != "regression"
     idx = np.arange(n)
-    # Always shuffled: tables often come sorted by time or label, and unshuffled
-    # folds then score nonsense (bank_marketing: AUC 0.34).
-    train_idx, _ = train_test_split(
-        idx,
-        test_size=holdout,
-        random_state=seed,
-        shuffle=True,
-        stratify=y if classify else None,
+    train_idx = idx
+    if holdout > 0:
+        # Always shuffled: tables often come sorted by time or label, and
+        # unshuffled folds then score nonsense (bank_marketing: AUC 0.34).
+        train_idx, _ = train_test_split(
+            idx,
+            test_size=holdout,
+            random_state=seed,
+            shuffle=True,
+            stratify=y if classify else None,
+        )
+        train_idx = np.sort(train_idx)
+    fold = np.full(n, -1, dtype=np.int64)
+    fold[train_idx] = _kfold(y[train_idx], classify, n_folds, seed)
+    return fold
+
+
+def repeat_folds(
+    y: np.ndarray, fold: np.ndarray, *, task: str, repeat: int, seed: int
+) -> np.ndarray:
+    """Fresh fold ids for the rows in ``fold``'s folds (repeated bagging).
+
+    Repeat 0 is ``fold`` itself; repeat ``r`` deals the same rows (the holdout
+    stays out) into as many folds with another seed, so each row is predicted
+    again by models that never saw it, each trained beside other rows.
+
+    Examples
+    --------
+    >>> y = np.array([0, 1] * 6)
+    >>> f0 = assign_folds(y, task="binary", n_folds=3, holdout=0.0, seed=0)
+    >>> f1 = repeat_folds(y, f0, task="binary", repeat=1, seed=0)
+    >>> sorted(np.bincount(f1).tolist()), bool((f1 != f0).any())
+    ([4, 4, 4], True)
+    """
+    if repeat == 0:
+        return fold
+    rows = np.flatnonzero(fold >= 0)
+    out = fold.copy()
+    n_folds = int(fold.max()) + 1
+    out[rows] = _kfold(
+        y[rows], task != "regression", n_folds, seed + _REPEAT_SEED_STEP * repeat
     )
-    train_idx = np.sort(train_idx)
+    return out
+
+
+# Seeds of the repeats' fold assignments: seed + 7919 * repeat (a prime far from
+# the small seeds users pick, so repeat r of seed s never equals repeat 0 of s+1).
+_REPEAT_SEED_STEP = 7919
+
+
+def _kfold(y: np.ndarray, classify: bool, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id of each row: shuffled k-fold, stratified for classes."""
     splitter: StratifiedKFold | KFold
     if classify:
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    fold = np.full(n, -1, dtype=np.int64)
-    for k, (_, val) in enumerate(splitter.split(train_idx, y[train_idx])):
-        fold[train_idx[val]] = k
+    fold = np.empty(len(y), dtype=np.int64)
+    with warnings.catch_warnings():
+        # A class with fewer rows than folds is absent from some folds: that is
+        # expected (and reported by prepare), not worth sklearn's warning.
+        warnings.simplefilter("ignore", UserWarning)
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(y)), y)):
+            fold[val] = k
     return fold
 
 
@@ -402,7 +461,7 @@ def prepare(
     *,
     task: str = "auto",
     n_folds: int = 5,
-    holdout: float = 0.2,
+    holdout: float = 0.0,
     seed: int = 0,
     drop_columns: tuple[str, ...] = (),
     data_sha256: str = "",
@@ -425,7 +484,8 @@ def prepare(
     if task == "auto":
         task = infer_task(y_raw)
     features = frame.drop(columns=[target, *drop_columns])
-    _check_features(features)
+    dropped = _useless_columns(features)
+    features = features.drop(columns=list(dropped))
     y, classes, task = _encode_target(y_raw, target, task)
     _check_rows(len(frame), y, classes, n_folds=n_folds, holdout=holdout)
     schema = FeatureSchema.infer(features)
@@ -438,6 +498,7 @@ def prepare(
         schema=schema,
         target=target,
         data_sha256=data_sha256,
+        dropped_columns=dropped,
     )
 
 
@@ -465,28 +526,39 @@ def _check_columns(
         raise DataError(f"drop_columns names columns not in the table: {missing_drop}")
 
 
-def _check_features(features: pd.DataFrame) -> None:
+def _useless_columns(features: pd.DataFrame) -> dict[str, str]:
+    """Feature columns that carry nothing: ``{name: "empty" | "constant"}``.
+
+    A column with one value (or none) cannot help a model; it is left out with
+    a warning (a broken export shows in the log and in the manifest's
+    ``dropped_columns``) rather than failing a run over a harmless oddity.
+    """
     if features.shape[1] == 0:
         raise DataError(
             "the table has no feature columns besides the target; add features"
         )
-    # A column with one value (or none) carries no information; silently
-    # dropping it would hide a broken export, so the user decides.
-    empty = [str(c) for c in features.columns if features[c].isna().all()]
-    if empty:
+    dropped: dict[str, str] = {}
+    for col in features.columns:
+        if features[col].isna().all():
+            dropped[str(col)] = "empty"
+        elif features[col].nunique() <= 1:
+            dropped[str(col)] = "constant"
+    if len(dropped) == features.shape[1]:
+        first = next(iter(dropped))
         raise DataError(
-            f"feature column {empty[0]!r} is empty (all values missing)"
-            + (f", and {len(empty) - 1} more" if len(empty) > 1 else "")
-            + f"; fix the data or pass --drop-columns {','.join(empty)}"
+            f"every feature column is constant or empty (e.g. {first!r}); the "
+            "target cannot be learned from them: check the data export"
         )
-    constant = [str(c) for c in features.columns if features[c].nunique() <= 1]
-    if constant:
-        value = features[constant[0]].dropna().iloc[0]
-        raise DataError(
-            f"feature column {constant[0]!r} is constant ({_python_scalar(value)!r})"
-            + (f", and {len(constant) - 1} more" if len(constant) > 1 else "")
-            + f"; fix the data or pass --drop-columns {','.join(constant)}"
-        )
+    for kind in ("empty", "constant"):
+        cols = [c for c, why in dropped.items() if why == kind]
+        if cols:
+            logger.warning(
+                "dropped %d %s feature column(s): %s",
+                len(cols),
+                kind,
+                ", ".join(cols[:10]) + (" …" if len(cols) > 10 else ""),
+            )
+    return dropped
 
 
 def _encode_target(
@@ -532,20 +604,40 @@ def _encode_target(
 def _check_rows(
     n_rows: int, y: np.ndarray, classes: list[Any], *, n_folds: int, holdout: float
 ) -> None:
+    """Enough rows for the folds, and every class in training and OOF rows.
+
+    With a holdout, a class needs a row in the holdout and one in every fold.
+    Without, a class needs two rows (one to train on while another is
+    predicted); a class with fewer rows than folds is absent from some folds,
+    which every learner handles (its probability there is learnt from the
+    other folds), so it is a warning.
+    """
     n_train = n_rows - math.ceil(n_rows * holdout)
     if n_train < n_folds * 2:
+        after = f" after a {holdout:.0%} holdout" if holdout else ""
         raise DataError(
-            f"{n_rows} rows are too few for {n_folds} folds after a {holdout:.0%} "
-            f"holdout; give more rows or lower --folds"
+            f"{n_rows} rows are too few for {n_folds} folds{after}; give more rows "
+            "or lower --folds"
         )
-    if classes:
-        counts = np.bincount(y, minlength=len(classes))
-        need = math.ceil(n_folds / (1 - holdout)) + 1
-        rare = [(classes[i], int(c)) for i, c in enumerate(counts) if c < need]
-        if rare:
-            label, count = rare[0]
-            raise DataError(
-                f"class {label!r} has {count} rows, too few for {n_folds} stratified "
-                f"folds plus a holdout (needs >= {need}); merge rare classes, drop "
-                "them, or lower --folds"
-            )
+    if not classes:
+        return
+    counts = np.bincount(y, minlength=len(classes))
+    need = math.ceil(n_folds / (1 - holdout)) + 1 if holdout else 2
+    rare = [(classes[i], int(c)) for i, c in enumerate(counts) if c < need]
+    if rare:
+        label, count = rare[0]
+        what = f"{n_folds} stratified folds plus a holdout" if holdout else "OOF"
+        raise DataError(
+            f"class {label!r} has {count} rows, too few for {what} predictions "
+            f"(needs >= {need}); merge rare classes, drop them"
+            + (", or lower --folds" if holdout else "")
+        )
+    thin = [(classes[i], int(c)) for i, c in enumerate(counts) if c < n_folds]
+    if thin:
+        logger.warning(
+            "class %r has %d rows, fewer than the %d folds: some folds train "
+            "without it",
+            thin[0][0],
+            thin[0][1],
+            n_folds,
+        )

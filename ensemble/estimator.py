@@ -34,8 +34,10 @@ class _EnsembleBase(BaseEstimator):
         learners: Sequence[str] | None = None,
         fusions: Sequence[str] | None = None,
         *,
+        portfolio: bool = True,
+        repeats: int | None = None,
         n_folds: int = 5,
-        holdout: float = 0.2,
+        holdout: float = 0.0,
         seed: int = 0,
         time_limit: float | None = None,
         n_trials: int | None = None,
@@ -48,6 +50,8 @@ class _EnsembleBase(BaseEstimator):
     ) -> None:
         self.learners = learners
         self.fusions = fusions
+        self.portfolio = portfolio
+        self.repeats = repeats
         self.n_folds = n_folds
         self.holdout = holdout
         self.seed = seed
@@ -113,6 +117,8 @@ class _EnsembleBase(BaseEstimator):
             out=self.out or tempfile.mkdtemp(prefix="ensemble-"),
             learners=tuple(self.learners or DEFAULT_LEARNERS),
             fusions=tuple(DEFAULT_FUSIONS if self.fusions is None else self.fusions),
+            portfolio=self.portfolio,
+            repeats=self.repeats,
             n_folds=self.n_folds,
             holdout=self.holdout,
             seed=self.seed,
@@ -158,10 +164,16 @@ class EnsembleClassifier(ClassifierMixin, _EnsembleBase):
         Base learner keys (default: every family).
     fusions : sequence of str, optional
         Fusion keys (default: all); the best by nested CV is used.
+    portfolio : bool, default=True
+        Fit each family's portfolio configurations beside its defaults.
+    repeats : int, optional
+        Fold assignments per member (repeated bagging); default: as time
+        allows under ``time_limit``, else 1.
     n_folds : int, default=5
         Cross-validation folds that produce the out-of-fold predictions.
-    holdout : float, default=0.2
-        Fraction held out to score every model (never used to choose).
+    holdout : float, default=0.0
+        Fraction held out to score every model (never used to choose); 0
+        trains on every row and scores on OOF predictions.
     seed : int, default=0
         Seed of the split, the folds and every learner.
     time_limit : float, optional
@@ -311,8 +323,10 @@ def load(
     est = cls(
         learners=list(config.get("learners") or []) or None,
         fusions=list(config.get("fusions") or []),
+        portfolio=bool(config.get("portfolio", True)),
+        repeats=config.get("repeats"),
         n_folds=int(config.get("n_folds", 5)),
-        holdout=float(config.get("holdout", 0.2)),
+        holdout=float(config.get("holdout") or 0.0),
         seed=int(config.get("seed", 0)),
         time_limit=config.get("time_limit"),
         n_trials=config.get("n_trials"),

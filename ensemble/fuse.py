@@ -66,8 +66,10 @@ def _fuse_one(
         est, P, y, folds, metric=metric, X=X if feats else None
     )
     est.fit(P, y, X if feats else None)
-    pred = est.predict(H, X_hold if feats else None)
-    return FusionOutcome(key, nested.score, pred, est, time.perf_counter() - t0)
+    pred = est.predict(H, X_hold if feats else None) if len(H) else H[:, 0]
+    return FusionOutcome(
+        key, nested.score, nested.preds, pred, est, time.perf_counter() - t0
+    )
 
 
 def fuse_all(

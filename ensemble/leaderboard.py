@@ -1,34 +1,56 @@
 """The run's tables, built from fit and fusion results (pandas, no Ray).
 
-Predictions are stacked into the arrays the fusions take, scored into the
-leaderboard's rows, and laid out as the contract's Parquet tables
-(``oof/``, ``holdout.parquet``, ``fits.parquet``, ``leaderboard.parquet``,
+Each member's fold predictions are gathered into one OOF prediction per row
+(the mean over its repeats), scored into the leaderboard's rows, and laid out
+as the contract's Parquet tables (``oof/``, ``fusion_oof.parquet``,
+``holdout.parquet``, ``fits.parquet``, ``leaderboard.parquet``,
 ``fusion.parquet``). :func:`choose` picks the model ``predict`` uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .metrics import score_all, to_loss
+from .metrics import score, score_all, to_loss
 from .specs import FitResult, FusionOutcome
 
 __all__ = [
+    "SIMPLICITY",
     "board_row",
     "choose",
     "fits_frame",
+    "fold_scores",
     "holdout_frame",
-    "oof_frames",
+    "member_holdout",
+    "member_oof",
+    "oof_frame",
     "pred_columns",
-    "stack_holdout",
     "stack_oof",
     "weight_rows",
 ]
+
+#: How simple each kind of model is, for :func:`choose`: a member, then the
+#: fusions by how much they fit (an average fits nothing, weights and a
+#: selection fit one number per member, the stackers a model).
+SIMPLICITY = {
+    "member": 0,
+    "average": 1,
+    "weighted": 2,
+    "selection": 2,
+    "stacking": 3,
+    "stacking_nonneg": 3,
+    "stacking_lgbm": 4,
+    "neural": 5,
+    "two_level": 6,
+}
+#: Prefer a simpler model unless a more complex one is better by more than
+#: this many standard errors of their per-fold score difference.
+CHOICE_SE = 1.0
 
 
 def pred_columns(classes: Sequence[Any]) -> list[str]:
@@ -36,19 +58,63 @@ def pred_columns(classes: Sequence[Any]) -> list[str]:
     return [f"pred_{c}" for c in classes] if classes else ["pred"]
 
 
-def oof_frames(
-    results: Sequence[FitResult], row_id: np.ndarray, fold: np.ndarray, cols: list[str]
-) -> list[pd.DataFrame]:
-    """One long frame per (member, fold): ``member, row_id, fold, pred…``."""
-    frames = []
-    for r in results:
-        fold_rows = row_id[fold == r.fold]
-        f = pd.DataFrame(r.oof_pred.reshape(len(fold_rows), -1), columns=cols)
-        f.insert(0, "fold", np.int64(r.fold))
-        f.insert(0, "row_id", fold_rows)
-        f.insert(0, "member", r.member)
-        frames.append(f)
-    return frames
+def member_oof(results: Sequence[FitResult], folds: Sequence[np.ndarray]) -> np.ndarray:
+    """One member's OOF prediction of every row in the folds, in row order.
+
+    ``folds[r]`` is the fold id of each row in repeat ``r``; each repeat
+    predicts every row once, and the repeats are averaged (in repeat order).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as R
+    >>> f0, f1 = np.array([0, 1, 0, 1]), np.array([1, 0, 0, 1])
+    >>> res = [R(repeat=0, fold=0, oof_pred=np.array([1.0, 3.0])),
+    ...        R(repeat=0, fold=1, oof_pred=np.array([2.0, 4.0])),
+    ...        R(repeat=1, fold=0, oof_pred=np.array([2.0, 3.0])),
+    ...        R(repeat=1, fold=1, oof_pred=np.array([1.0, 4.0]))]
+    >>> member_oof(res, [f0, f1]).tolist()
+    [1.0, 2.0, 3.0, 4.0]
+    """
+    rows = np.flatnonzero(folds[0] >= 0)
+    total: np.ndarray | None = None
+    repeats = sorted({r.repeat for r in results})
+    for rep in repeats:
+        fold = folds[rep]
+        mine = [r for r in results if r.repeat == rep]
+        shape = (len(fold),) + np.shape(mine[0].oof_pred)[1:]
+        full = np.full(shape, np.nan)
+        for r in mine:
+            full[fold == r.fold] = r.oof_pred
+        total = full[rows] if total is None else total + full[rows]
+    assert total is not None
+    return np.asarray(total / len(repeats), dtype=np.float64)
+
+
+def member_holdout(results: Sequence[FitResult]) -> np.ndarray:
+    """A member's holdout prediction: the mean over all its fold models."""
+    # In (repeat, fold) order: results arrive in completion order, and another
+    # summation order changes ties (forests give multiples of 1/n_trees).
+    mine = sorted(results, key=lambda r: (r.repeat, r.fold))
+    return np.asarray(np.mean([r.holdout_pred for r in mine], axis=0), np.float64)
+
+
+def oof_frame(
+    name: str,
+    rows: np.ndarray,
+    fold: np.ndarray,
+    y_true: Sequence[Any],
+    pred: np.ndarray,
+    cols: list[str],
+    *,
+    key: str = "member",
+) -> pd.DataFrame:
+    """``<key>, row_id, fold, y_true, pred…`` of the rows in the folds."""
+    f = pd.DataFrame(pred.reshape(len(rows), -1), columns=cols)
+    f.insert(0, "y_true", y_true)
+    f.insert(0, "fold", fold.astype(np.int64))
+    f.insert(0, "row_id", rows)
+    f.insert(0, key, name)
+    return f
 
 
 def stack_oof(
@@ -63,15 +129,13 @@ def stack_oof(
     return P[:, :, 0] if cols == ["pred"] else P
 
 
-def stack_holdout(results: Sequence[FitResult], members: Sequence[str]) -> np.ndarray:
-    """Holdout predictions per member: the mean over its fold models."""
-    blocks = []
-    for m in members:
-        # In fold order: results arrive in completion order, and a different
-        # summation order changes ties (forests give multiples of 1/n_trees).
-        mine = sorted((r for r in results if r.member == m), key=lambda r: r.fold)
-        blocks.append(np.mean([r.holdout_pred for r in mine], axis=0))
-    return np.stack(blocks, axis=1).astype(np.float64)
+def fold_scores(
+    metric: str, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, n_classes: int
+) -> list[float]:
+    """The metric on each fold's rows (the spread that :func:`choose` weighs)."""
+    return [
+        score(metric, y[fold == k], pred[fold == k], n_classes) for k in np.unique(fold)
+    ]
 
 
 def board_row(
@@ -79,23 +143,36 @@ def board_row(
     kind: str,
     *,
     metric: str,
-    oof_score: float,
     task: str,
-    y_hold: np.ndarray,
-    pred: np.ndarray,
     n_classes: int,
+    y_oof: np.ndarray,
+    oof_pred: np.ndarray,
+    y_hold: np.ndarray,
+    hold_pred: np.ndarray,
     fit_s: float,
 ) -> dict[str, Any]:
-    """A leaderboard row: the OOF score and every holdout metric of the task."""
-    hold = score_all(task, y_hold, pred, n_classes)
+    """A leaderboard row.
+
+    ``oof_score`` is the metric on the OOF predictions (cross-fitted for
+    fusions). The metric columns are computed on the holdout when the run has
+    one, else on the OOF predictions; ``scored_on`` says which.
+    """
+    oof_score = score(metric, y_oof, oof_pred, n_classes)
+    if len(y_hold):
+        scores, on = score_all(task, y_hold, hold_pred, n_classes), "holdout"
+        holdout_score = scores[metric]
+    else:
+        scores, on = score_all(task, y_oof, oof_pred, n_classes), "oof"
+        holdout_score = math.nan
     row: dict[str, Any] = {
         "model": model,
         "kind": kind,
         "metric": metric,
         "oof_score": oof_score,
-        "holdout_score": hold[metric],
+        "holdout_score": holdout_score,
     }
-    row.update(hold)
+    row.update(scores)
+    row["scored_on"] = on
     row["fit_s"] = fit_s
     return row
 
@@ -116,7 +193,7 @@ def holdout_frame(
 
 
 def fits_frame(results: Sequence[FitResult]) -> pd.DataFrame:
-    """``fits.parquet``: one row per (member, fold) fit."""
+    """``fits.parquet``: one row per (member, repeat, fold) fit."""
     return pd.DataFrame(
         [
             {
@@ -133,8 +210,9 @@ def fits_frame(results: Sequence[FitResult]) -> pd.DataFrame:
                 "resumed": r.resumed,
                 # Stopped at its time box (a booster with fewer rounds).
                 "truncated": r.truncated,
+                "repeat": r.repeat,
             }
-            for r in sorted(results, key=lambda r: (r.member, r.fold))
+            for r in sorted(results, key=lambda r: (r.member, r.repeat, r.fold))
         ]
     )
 
@@ -151,10 +229,50 @@ def weight_rows(fused: Sequence[FusionOutcome], members: Sequence[str]) -> pd.Da
     return pd.DataFrame(rows, columns=["fusion", "member", "weight", "output"])
 
 
-def choose(board: pd.DataFrame) -> str:
-    """The model with the best OOF (nested-CV for fusions) score; holdout unused."""
-    losses = [
-        to_loss(m, s) if not math.isnan(s) else math.inf
-        for m, s in zip(board["metric"], board["oof_score"], strict=True)
-    ]
-    return str(board["model"].iloc[int(np.argmin(losses))])
+def choose(board: pd.DataFrame, folds: Mapping[str, Sequence[float]]) -> str:
+    """The model ``predict`` uses: the simplest within the noise of the best.
+
+    About twenty candidates are ranked on OOF scores that often differ in the
+    fourth digit, so the top one is partly luck. The noise of a candidate
+    against the best is the standard error of their per-fold score
+    difference (``std / sqrt(n_folds)``, from ``folds``: model → per-fold
+    scores); the candidates are tried from the simplest (:data:`SIMPLICITY`,
+    then the better score), and the first whose overall OOF loss is within
+    :data:`CHOICE_SE` standard errors of the best is chosen. The holdout is
+    never used.
+
+    Examples
+    --------
+    >>> board = pd.DataFrame({"model": ["lgbm", "stacking"],
+    ...     "kind": ["member", "fusion"], "metric": ["roc_auc"] * 2,
+    ...     "oof_score": [0.9300, 0.9301]})
+    >>> noisy = {"lgbm": [0.92, 0.94, 0.93], "stacking": [0.93, 0.93, 0.9303]}
+    >>> choose(board, noisy)  # 1e-4 better, but fold to fold it varies more
+    'lgbm'
+    >>> steady = {"lgbm": [0.92, 0.94, 0.93], "stacking": [0.9201, 0.9401, 0.9301]}
+    >>> choose(board, steady)  # better on every fold by the same margin
+    'stacking'
+    """
+    metric = str(board["metric"].iloc[0])
+    models = [str(m) for m in board["model"]]
+    loss = {
+        m: (to_loss(metric, s) if not math.isnan(s) else math.inf)
+        for m, s in zip(models, board["oof_score"], strict=True)
+    }
+    best = min(models, key=lambda m: loss[m])
+    kinds = dict(zip(models, board["kind"], strict=True))
+
+    def simplicity(m: str) -> int:
+        return SIMPLICITY.get(m if kinds[m] == "fusion" else "member", 9)
+
+    for m in sorted(models, key=lambda m: (simplicity(m), loss[m])):
+        if m == best:
+            return best
+        pairs = zip(folds.get(m, []), folds.get(best, []), strict=False)
+        diff = np.array([to_loss(metric, a) - to_loss(metric, b) for a, b in pairs])
+        if len(diff) < 2 or not np.all(np.isfinite(diff)):
+            continue  # no noise to weigh (or no finite score): not chosen
+        se = float(np.std(diff, ddof=1) / math.sqrt(len(diff)))
+        if loss[m] - loss[best] <= CHOICE_SE * se:
+            return m
+    return best

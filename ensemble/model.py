@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artifacts import RunDirectory
+from .artifacts import RunDirectory, fold_dirs
 from .data import FeatureSchema
 from .exceptions import DataError, RunStateError
 from .learners import Learner
@@ -90,7 +90,7 @@ class FittedEnsemble:
             needed = list(blob["members"])
         self.member_names_ = needed
         for m in needed:
-            dirs = sorted((self.run.path / "models" / m).glob("fold*"))
+            dirs = fold_dirs(self.run.path / "models" / m)
             if not dirs:
                 raise RunStateError(
                     f"run {self.run.run_id!r} has no fold models of {m!r}"

@@ -52,16 +52,19 @@ _STORE_COPIES = 2
 
 @dataclass
 class SharedData:
-    """Object refs of the training data (put once)."""
+    """Object refs of the training data (put once).
+
+    ``folds[r]`` holds the fold ids of repeat ``r`` (repeat 0: the run's folds).
+    """
 
     X: Any
     y: Any
-    fold: Any
+    folds: list[Any]
 
 
-def put_data(X: np.ndarray, y: np.ndarray, fold: np.ndarray) -> SharedData:
+def put_data(X: np.ndarray, y: np.ndarray, *folds: np.ndarray) -> SharedData:
     """Put the training arrays in the object store once."""
-    return SharedData(ray.put(X), ray.put(y), ray.put(fold))
+    return SharedData(ray.put(X), ray.put(y), [ray.put(f) for f in folds])
 
 
 def cluster_slots(cpus_per_fit: int = 1) -> int:
@@ -132,6 +135,9 @@ class FitPool:
         Called with ``(result, n_done, n_total)`` as each fit finishes.
     env_vars : dict, optional
         Environment of the fits (storage credentials of a URI run).
+    quiet : bool, default=False
+        Log what the time limit drops at INFO, not WARNING (repeats: the
+        deadline is what ends them).
     """
 
     def __init__(
@@ -145,8 +151,10 @@ class FitPool:
         finish_by: float | None = None,
         on_result: Callable[[FitResult, int, int], None] | None = None,
         env_vars: dict[str, str] | None = None,
+        quiet: bool = False,
     ) -> None:
         self.data = data
+        self._drop_level = logging.INFO if quiet else logging.WARNING
         self.context = context
         self.model_dir = model_dir
         self.cpus_per_fit = cpus_per_fit
@@ -199,8 +207,10 @@ class FitPool:
         if self.start_by is not None and time.monotonic() > self.start_by:
             if self.pending:
                 self.skipped.update(t.member for t in self.pending)
-                logger.warning(
-                    "time limit reached: %d fits not started", len(self.pending)
+                logger.log(
+                    self._drop_level,
+                    "time limit reached: %d fits not started",
+                    len(self.pending),
                 )
                 self.pending.clear()
 
@@ -231,7 +241,7 @@ class FitPool:
             task,
             self.data.X,
             self.data.y,
-            self.data.fold,
+            self.data.folds[task.repeat],
             self.context,
             self.model_dir(task.member, task.fold),
             slot=slot.index,
@@ -338,7 +348,8 @@ class FitPool:
         drop = [m for m in drop if m in self.started]
         if not drop:
             return
-        logger.warning(
+        logger.log(
+            self._drop_level,
             "time limit: dropping %s (cannot finish every fold in time)",
             ", ".join(drop),
         )
@@ -353,8 +364,10 @@ class FitPool:
     def _outcome(self) -> FitOutcome:
         if self.pending:
             left = sorted({t.member for t in self.pending})
-            logger.warning(
-                "time limit: not fitting %s (no time for every fold)", ", ".join(left)
+            logger.log(
+                self._drop_level,
+                "time limit: not fitting %s (no time for every fold)",
+                ", ".join(left),
             )
             self.skipped.update(left)
         drop = set(self.failed) | self.skipped

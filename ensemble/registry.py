@@ -45,6 +45,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The holdout of a nightly run whose config asks for none: enough rows to
+#: tell challenger and champion apart (~10k rows of a 50k table).
+NIGHTLY_HOLDOUT = 0.2
+
 
 #: Outcomes that settle a date: a second run that day does nothing unless forced.
 SETTLED = ("promoted", "kept")
@@ -258,6 +262,10 @@ def nightly(
         snapshot = latest_snapshot(config.data or "")
         run_id = f"nightly-{day}-{uuid.uuid4().hex[:6]}"
         run_config = config.replace(data=snapshot, out=str(reg.runs), run_id=run_id)
+        if not run_config.holdout:
+            # Challenger and champion are compared on rows the challenger never
+            # trained on: a nightly run always holds some out.
+            run_config = run_config.replace(holdout=NIGHTLY_HOLDOUT)
         if warm_start and champion and _warm_startable(config):
             run_config = _with_warm_start(run_config, champion)
         outcome = NightlyOutcome(

@@ -100,20 +100,24 @@ def _codes(y_true: pd.Series, classes: list[Any]) -> np.ndarray:
 def _fig_models(board: pd.DataFrame, metric: str) -> str:
     import matplotlib.pyplot as plt
 
+    # Bars: the holdout score when the run has a holdout, else the OOF score.
+    held = bool(board["holdout_score"].notna().any())
+    bar = "holdout_score" if held else "oof_score"
     order = board.sort_values(
-        "holdout_score", key=lambda s: [to_loss(metric, v) for v in s], ascending=False
+        bar, key=lambda s: [to_loss(metric, v) for v in s], ascending=False
     )
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(order) + 1.2))
     colors = ["#4c72b0" if k == "member" else "#dd8452" for k in order["kind"]]
     y = np.arange(len(order))
-    ax.barh(y, order["holdout_score"], color=colors)
+    ax.barh(y, order[bar], color=colors)
     ax.scatter(order["oof_score"], y, color="black", s=14, zorder=3, label="OOF")
     ax.set_yticks(y, order["model"])
-    lo = min(order["holdout_score"].min(), order["oof_score"].min())
-    hi = max(order["holdout_score"].max(), order["oof_score"].max())
+    lo = min(order[bar].min(), order["oof_score"].min())
+    hi = max(order[bar].max(), order["oof_score"].max())
     pad = (hi - lo) * 0.15 + 1e-9
     ax.set_xlim(lo - pad, hi + pad)
-    ax.set_xlabel(f"{metric} (bars: holdout; dots: OOF / nested CV)")
+    what = "holdout" if held else "OOF (nested CV for fusions)"
+    ax.set_xlabel(f"{metric} (bars: {what}; dots: OOF / nested CV)")
     handles = [
         plt.Rectangle((0, 0), 1, 1, color="#4c72b0"),
         plt.Rectangle((0, 0), 1, 1, color="#dd8452"),
@@ -356,55 +360,88 @@ def write_report(
     matplotlib.use("Agg")
     run = RunDirectory.for_reading(run_dir)
     manifest = run.require_complete()
-    board = run.read_table("leaderboard.parquet")
-    hold = run.read_table("holdout.parquet")
-    weights = run.read_table("fusion.parquet")
-    trials = run.read_table("trials.parquet")
     fits = run.read_table("fits.parquet")
-    metric = str(manifest["metric"])
-    best = str(manifest["best"])
-    classes = list(manifest.get("classes") or [])
     timing = manifest.get("timing") or {}
     slots = int(timing.get("slots") or 1)
     efficiency = parallel_efficiency(fits, slots)
-
-    members = board[board["kind"] == "member"]
-    top_member = members.iloc[
-        int(np.argmin([to_loss(metric, s) for s in members["oof_score"]]))
-    ]["model"]
-    shown = [best] if top_member == best else [best, str(top_member)]
-
-    sections = [
-        ("Leaderboard", [_table(board, best)]),
-        ("Members vs fusions", [_fig_models(board, metric)]),
-        ("Fusion weights", [_fig_weights(weights)]),
-    ]
-    if classes:
-        sections.append(
-            (
-                "ROC, precision-recall, confusion",
-                _fig_classification(hold, shown, classes),
-            )
-        )
-    else:
-        sections.append(("Predicted vs true", _fig_regression(hold, best)))
-    sections += [
-        ("Calibration", [_fig_calibration(hold, shown, classes)]),
-        ("Hyperparameter search", [_fig_trials(trials, metric)]),
-        ("Parallelism", [_fig_timeline(fits, efficiency)]),
-    ]
+    sections = _sections(run, manifest, fits, efficiency)
     meta = {
         "task": manifest["task"],
         "target": manifest["target"],
         "rows": manifest["n_rows"],
         "features": manifest["n_features"],
-        "best": best,
-        "metric": metric,
+        "best": manifest["best"],
+        "metric": manifest["metric"],
         "fits": len(fits),
         "slots": slots,
         "parallel efficiency": f"{efficiency:.2f}",
         "finished": manifest.get("finished_at"),
     }
+    return _write_page(run, manifest, meta, sections, out)
+
+
+def _sections(
+    run: RunDirectory,
+    manifest: dict[str, Any],
+    fits: pd.DataFrame,
+    efficiency: float,
+) -> list[tuple[str, list[str]]]:
+    """The report's sections: (title, figures and tables as HTML)."""
+    board = run.read_table("leaderboard.parquet")
+    metric = str(manifest["metric"])
+    best = str(manifest["best"])
+    classes = list(manifest.get("classes") or [])
+    rows, where = _scored_rows(run)
+    members = board[board["kind"] == "member"]
+    top_member = members.iloc[
+        int(np.argmin([to_loss(metric, s) for s in members["oof_score"]]))
+    ]["model"]
+    shown = [best] if top_member == best else [best, str(top_member)]
+    sections = [
+        ("Leaderboard", [_table(board, best)]),
+        ("Members vs fusions", [_fig_models(board, metric)]),
+        ("Fusion weights", [_fig_weights(run.read_table("fusion.parquet"))]),
+    ]
+    if classes:
+        sections.append(
+            (
+                f"ROC, precision-recall, confusion ({where})",
+                _fig_classification(rows, shown, classes),
+            )
+        )
+    else:
+        sections.append((f"Predicted vs true ({where})", _fig_regression(rows, best)))
+    trials = run.read_table("trials.parquet")
+    return [
+        *sections,
+        (f"Calibration ({where})", [_fig_calibration(rows, shown, classes)]),
+        ("Hyperparameter search", [_fig_trials(trials, metric)]),
+        ("Parallelism", [_fig_timeline(fits, efficiency)]),
+    ]
+
+
+def _scored_rows(run: RunDirectory) -> tuple[pd.DataFrame, str]:
+    """Predictions of rows each model did not train on, and what they are.
+
+    The holdout rows when the run has a holdout; else the OOF rows (members'
+    OOF predictions, the fusions' cross-fitted ones).
+    """
+    if (run.path / "holdout.parquet").is_file():
+        return run.read_table("holdout.parquet"), "holdout rows"
+    oof = pd.read_parquet(run.path / "oof").rename(columns={"member": "model"})
+    parts = [oof]
+    if (run.path / "fusion_oof.parquet").is_file():
+        parts.append(run.read_table("fusion_oof.parquet"))
+    return pd.concat(parts, ignore_index=True), "OOF predictions"
+
+
+def _write_page(
+    run: RunDirectory,
+    manifest: dict[str, Any],
+    meta: dict[str, Any],
+    sections: list[tuple[str, list[str]]],
+    out: str | os.PathLike[str] | None,
+) -> Path:
     meta_html = "".join(
         f"<span><b>{html.escape(k)}</b> {html.escape(str(v))}</span>"
         for k, v in meta.items()

@@ -1,16 +1,17 @@
 """One ``ensemble fit`` run, stage by stage.
 
 :func:`fit_run` checks the input, opens the run directory and runs the stages
-on one :class:`RunContext`:
+on one :class:`~ensemble.context.RunContext`:
 
 1. folds       ``folds.parquet``
-2. members     tuned configurations (``ensemble.tune``) or each learner's
-               defaults → ``trials.parquet``
-3. fits        every (member, fold) on the fit pool (``ensemble.pool``)
-4. OOF         the OOF rows as a Ray Dataset → ``oof/`` (``ensemble.oof``)
-5. fusions     scored by nested CV on the OOF rows (``ensemble.fuse``)
-6. tables      leaderboard, holdout, fits, fusion weights; the chosen model;
-               the complete manifest
+2. portfolio   every family's defaults and portfolio configurations on the
+               fit pool (``ensemble.members``, ``ensemble.pool``)
+3. search      Ray Tune where it pays (``ensemble.tune``) → ``trials.parquet``
+4. repeats     the strongest members on fresh fold assignments
+5. OOF         each member's OOF rows as a Ray Dataset → ``oof/``
+6. fusions     scored by nested CV on the OOF rows (``ensemble.fuse``)
+7. tables      leaderboard, fusion OOF, holdout (when asked for), fits,
+               fusion weights; the chosen model; the complete manifest
 
 The time policy of a ``--time-limit`` run is in ``ensemble.budget``; Ray is
 imported by the stage modules, not here.
@@ -22,7 +23,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,27 +30,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import budget as budget_mod
 from . import leaderboard as lb
 from . import storage
 from .artifacts import RunDirectory, now_iso, versions
 from .budget import Budget
 from .config import RunConfig
+from .context import FitHook, RunContext, TrialHook
 from .data import PreparedData, load_table, prepare
-from .exceptions import BaseLearnerFailed, ConfigError, DataError, RunStateError
-from .learners import FitContext, get
-from .metrics import METRICS, default_metric, score
-from .specs import FitOutcome, FitResult, FitTask, FusionOutcome, MemberSpec
+from .exceptions import ConfigError, DataError, RunStateError
+from .learners import get
+from .metrics import METRICS, default_metric
+from .specs import FusionOutcome
 from .warm import WarmStart
 
 __all__ = ["RunContext", "RunResult", "fit_run", "load_and_prepare", "resume_config"]
 
 logger = logging.getLogger(__name__)
-
-#: ``on_fit(result, n_done, n_total)`` as each (member, fold) fit finishes.
-FitHook = Callable[[FitResult, int, int], None]
-#: ``on_trial(learner, n_done, best_cv_score)`` as each Tune trial finishes.
-TrialHook = Callable[[str, int, float], None]
 
 
 @dataclass
@@ -71,60 +66,6 @@ class RunResult:
     leaderboard: pd.DataFrame
     best: str
     manifest: dict[str, Any]
-
-
-@dataclass
-class RunContext:
-    """What every stage of one run reads.
-
-    Attributes
-    ----------
-    config : RunConfig
-    data : PreparedData
-    run : RunDirectory
-    metric : str
-        The metric that ranks models.
-    budget : Budget
-        The instants of the stages (all None without a time limit).
-    on_fit, on_trial : callable, optional
-        Progress hooks.
-    resume : bool
-        Whether this continues an interrupted run.
-    warm : WarmStart, optional
-        The earlier run that warm-startable members start from.
-    """
-
-    config: RunConfig
-    data: PreparedData
-    run: RunDirectory
-    metric: str
-    budget: Budget
-    on_fit: FitHook | None = None
-    on_trial: TrialHook | None = None
-    resume: bool = False
-    warm: WarmStart | None = None
-
-    @property
-    def fit_context(self) -> FitContext:
-        """The task layout every learner is given."""
-        d = self.data
-        return FitContext(
-            task=d.task,
-            n_classes=d.n_classes,
-            cat_mask=tuple(bool(b) for b in d.schema.cat_mask),
-            n_categories=tuple(d.schema.n_categories),
-            seed=self.config.seed,
-        )
-
-    @property
-    def train_rows(self) -> np.ndarray:
-        """Row ids of the rows in the folds."""
-        return self.data.row_id[self.data.fold >= 0]
-
-    @property
-    def holdout_rows(self) -> np.ndarray:
-        """Row ids of the holdout rows."""
-        return self.data.row_id[self.data.fold == -1]
 
 
 def load_and_prepare(config: RunConfig) -> PreparedData:
@@ -388,233 +329,55 @@ def _write_first_manifest(ctx: RunContext) -> None:
 
 
 def _run_stages(ctx: RunContext) -> RunResult:
+    from . import members as stage
+
     folds = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
     ctx.run.write_table("folds.parquet", folds)
-    specs = _members(ctx)
-    t_fit = time.monotonic()
-    fits = _fit_members(ctx, specs)
-    fit_wall = time.monotonic() - t_fit
+    fitted = stage.fit_portfolio(ctx)
+    fitted = stage.search(ctx, fitted)
+    fitted = stage.repeat(ctx, fitted)
+    _write_folds(ctx, fitted)
+    names = [s.name for s in fitted.specs]
     cols = lb.pred_columns(ctx.data.classes)
-    oof = _write_oof(ctx, fits.results, cols)
-    members = [s.name for s in specs if s.name in set(oof["member"])]
-    P = lb.stack_oof(oof, members, ctx.train_rows, cols)  # (n, m[, K])
-    H = lb.stack_holdout(fits.results, members)
-    fused = _fuse(ctx, P, H, len(members))
-    board, holdout = _score(ctx, members, fits.results, P, H, fused, cols)
-    return _finish(ctx, members, fits, fused, board, holdout, fit_wall)
+    oof = _write_oof(ctx, fitted, names, cols)
+    P = lb.stack_oof(oof, names, ctx.train_rows, cols)  # (n, m[, K]), from oof/
+    H = np.stack([lb.member_holdout(fitted.of(m)) for m in names], axis=1)
+    fused = _fuse(ctx, P, H, len(names))
+    board, fold_scores = _score(ctx, fitted, names, P, H, fused)
+    return _finish(ctx, fitted, names, fused, board, fold_scores, cols, P, H)
 
 
-def _members(ctx: RunContext) -> list[MemberSpec]:
-    """Tuned configurations, or each learner's defaults (plus overrides).
-
-    Chosen once: a resumed run reads them back from its checkpoint.
-    """
-    saved = ctx.run.load_checkpoints("members.pkl") if ctx.resume else []
-    if saved:
-        logger.info("resume: %d members from the earlier tuning", len(saved[0]))
-        return list(saved[0])
-    config = ctx.config
-    tune_s = _tuning_seconds(ctx)
-    if not config.tuning or (tune_s is not None and tune_s <= 0):
-        from .tune import empty_trials
-
-        ctx.run.write_table("trials.parquet", empty_trials())
-        specs = [
-            MemberSpec(
-                k, k, get(k).check_params(dict(config.learner_params.get(k, {})))
-            )
-            for k in config.learners
-        ]
-    else:
-        specs = _tune(ctx, tune_s)
-    if ctx.warm is not None:
-        specs = [ctx.warm.adapt(spec) for spec in specs]
-    ctx.run.save_checkpoint("members.pkl", specs)
-    return specs
+def _write_folds(ctx: RunContext, fitted: Any) -> None:
+    """``folds.parquet`` again when repeats were kept: ``fold_r<r>`` columns."""
+    used = sorted({r.repeat for r in fitted.results} - {0})
+    if not used:
+        return
+    frame = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
+    for rep in used:
+        frame[f"fold_r{rep}"] = fitted.folds[rep]
+    ctx.run.write_table("folds.parquet", frame)
 
 
-def _tuning_seconds(ctx: RunContext) -> float | None:
-    """The tuning stage's budget (None: no time limit)."""
-    config, data, budget = ctx.config, ctx.data, ctx.budget
-    if budget.limit is None or not config.tuning or config.n_trials:
-        return budget.max_tune_s
-    from .pool import cluster_slots
-
-    slots = cluster_slots(config.cpus_per_fit)
-    n_fold = int(len(ctx.train_rows) * (config.n_folds - 1) / config.n_folds)
-    shape = (n_fold, data.X.shape[1], data.n_classes)
-
-    def fits_wall(keys: list[str]) -> float:
-        cpu_s = sum(budget_mod.fold_seconds(k, *shape) for k in keys)
-        return cpu_s * config.n_folds / slots
-
-    now = time.monotonic()
-    tune_s, later = budget.tuning_seconds(now, fits_wall, config.learners)
-    if tune_s and later:
-        logger.info(
-            "budget: %.0f s of tuning before the non-core families (%s), which "
-            "are fitted if time is left",
-            tune_s,
-            ", ".join(later),
-        )
-    elif tune_s:
-        logger.info("budget: %.0f s of tuning", tune_s)
-    else:
-        logger.info(
-            "budget: no tuning (member fits need ~%.0f s of the %.0f s left)",
-            fits_wall(list(config.learners)),
-            (budget.fits_start_by or now) - now,
-        )
-    return tune_s
-
-
-def _tune(ctx: RunContext, tune_s: float | None) -> list[MemberSpec]:
-    from .tune import tune_learners
-
-    config, data = ctx.config, ctx.data
-    train = data.fold >= 0  # the holdout rows never reach a trial
-    outcome = tune_learners(
-        config.learners,
-        data.X[train],
-        data.y[train],
-        data.fold[train],
-        ctx.fit_context,
-        metric=ctx.metric,
-        storage=ctx.run.path / "tune",
-        time_budget_s=tune_s,
-        n_trials=config.n_trials,
-        top_n=config.top_n,
-        search=config.search,
-        seed=config.seed,
-        fixed_params={k: dict(v) for k, v in config.learner_params.items()},
-        on_trial=ctx.on_trial,
-        verbose=config.verbose,
-        resume=ctx.resume,
-    )
-    ctx.run.write_table("trials.parquet", outcome.trials)
-    if (ctx.run.path / "tune").is_dir():
-        ctx.run.sync("tune")
-    return outcome.members
-
-
-def _fit_members(ctx: RunContext, specs: list[MemberSpec]) -> FitOutcome:
-    """Fit every (member, fold) on the pool; raise if no member survived.
-
-    Each finished fit is checkpointed as it arrives; a resumed run does not
-    fit again the folds whose member, fold and parameters match a checkpoint.
-    """
-    from .pool import FitPool, put_data
-
-    tasks = _fit_tasks(ctx, specs)
-    reused = _checkpointed_fits(ctx, tasks)
-    todo = [t for t in tasks if (t.member, t.fold) not in reused]
-    if reused:
-        logger.info("resume: %d fits reused, %d to run", len(reused), len(todo))
-    params_of = {spec.name: spec.params for spec in specs}
-
-    def on_result(result: FitResult, n_done: int, n_total: int) -> None:
-        ctx.run.save_checkpoint(
-            f"fits/{result.member}/fold{result.fold}.pkl",
-            {"params": params_of[result.member], "result": result},
-        )
-        if ctx.on_fit is not None:
-            ctx.on_fit(result, n_done + len(reused), n_total + len(reused))
-
-    data = ctx.data
-    pool = FitPool(
-        put_data(data.X, data.y, data.fold),
-        ctx.fit_context,
-        ctx.run.model_target,
-        cpus_per_fit=ctx.config.cpus_per_fit,
-        start_by=ctx.budget.fits_start_by,
-        finish_by=ctx.budget.fits_finish_by,
-        on_result=on_result,
-        env_vars=storage.credentials_env() if ctx.run.remote is not None else None,
-    )
-    outcome = pool.run(todo)
-    dropped = set(outcome.failed) | set(outcome.skipped)
-    outcome.results = sorted(
-        [*outcome.results, *(r for r in reused.values() if r.member not in dropped)],
-        key=lambda r: (r.member, r.fold),
-    )
-    for member, reason in outcome.failed.items():
-        logger.warning("member %s dropped: %s", member, reason)
-    if not outcome.results:
-        first = next(iter(outcome.failed.items()), None)
-        if first:
-            raise BaseLearnerFailed(first[0], -1, first[1])
-        raise BaseLearnerFailed(
-            "*",
-            -1,
-            "the time limit ended the run before any member finished every fold; "
-            "raise --time-limit",
-        )
-    return outcome
-
-
-def _fit_tasks(ctx: RunContext, specs: list[MemberSpec]) -> list[FitTask]:
-    """One task per (member, fold); under a deadline, queued by priority."""
-    config, data = ctx.config, ctx.data
-    n_fold = int(len(ctx.train_rows) * (config.n_folds - 1) / config.n_folds)
-    shape = (n_fold, data.X.shape[1], data.n_classes)
-    deadline = ctx.budget.fits_start_by is not None
-    tasks = []
-    for spec in specs:
-        cls = get(spec.learner)
-        cost = spec.fold_s or budget_mod.fold_seconds(spec.learner, *shape)
-        priority = (
-            budget_mod.priority(
-                spec.rank,
-                cost,
-                core=budget_mod.is_core(spec.learner),
-                tuned=spec.tuned,
-            )
-            if deadline
-            else 0.0
-        )
-        for k in range(config.n_folds):
-            state = ctx.warm.state(spec.name, spec.learner, k) if ctx.warm else None
-            tasks.append(
-                FitTask(
-                    member=spec.name,
-                    learner=spec.learner,
-                    params=spec.params,
-                    fold=k,
-                    cost=cost,
-                    uses_gpu=cls.uses_gpu,
-                    priority=priority,
-                    time_boxed=cls.time_boxed,
-                    init_state=state,
-                )
-            )
-    return tasks
-
-
-def _checkpointed_fits(
-    ctx: RunContext, tasks: list[FitTask]
-) -> dict[tuple[str, int], FitResult]:
-    """Fits an interrupted run finished, for the tasks whose parameters match."""
-    if not ctx.resume:
-        return {}
-    saved: dict[tuple[str, int], tuple[dict[str, Any], FitResult]] = {}
-    for entry in ctx.run.load_checkpoints("fits/"):
-        result = entry["result"]
-        result.resumed = True
-        saved[(result.member, result.fold)] = (entry["params"], result)
-    reused = {}
-    for t in tasks:
-        hit = saved.get((t.member, t.fold))
-        if hit is not None and hit[0] == t.params:
-            reused[(t.member, t.fold)] = hit[1]
-    return reused
+def _y_true(ctx: RunContext, rows: np.ndarray) -> Any:
+    y = ctx.data.y[rows]
+    return [ctx.data.classes[i] for i in y] if ctx.data.classes else y
 
 
 def _write_oof(
-    ctx: RunContext, results: list[FitResult], cols: list[str]
+    ctx: RunContext, fitted: Any, names: list[str], cols: list[str]
 ) -> pd.DataFrame:
+    """Each member's OOF predictions (repeats averaged) through a Ray Dataset."""
     from .oof import write_oof
 
-    frames = lb.oof_frames(results, ctx.data.row_id, ctx.data.fold, cols)
+    rows = ctx.train_rows
+    y_true = _y_true(ctx, rows)
+    fold = ctx.data.fold[rows]
+    frames = [
+        lb.oof_frame(
+            m, rows, fold, y_true, lb.member_oof(fitted.of(m), fitted.folds), cols
+        )
+        for m in names
+    ]
     return write_oof(ctx.run, frames)
 
 
@@ -644,82 +407,121 @@ def _fuse(
 
 def _score(
     ctx: RunContext,
-    members: list[str],
-    results: list[FitResult],
+    fitted: Any,
+    names: list[str],
     P: np.ndarray,
     H: np.ndarray,
     fused: list[FusionOutcome],
-    cols: list[str],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The leaderboard (members, then fusions) and the holdout predictions."""
+) -> tuple[pd.DataFrame, dict[str, list[float]]]:
+    """The leaderboard (members, then fusions) and each model's per-fold scores."""
     data, metric = ctx.data, ctx.metric
     k = data.n_classes
-    hold_rows = ctx.holdout_rows
-    y_train, y_hold = data.y[ctx.train_rows], data.y[hold_rows]
-    y_true = [data.classes[i] for i in y_hold] if data.classes else y_hold
-    scored: list[tuple[str, str, float, np.ndarray, float]] = []
-    for i, m in enumerate(members):
-        fit_s = sum(r.fit_s for r in results if r.member == m)
-        oof_score = score(metric, y_train, P[:, i], k)
-        scored.append((m, "member", oof_score, H[:, i], fit_s))
-    for f in fused:
-        scored.append((f.key, "fusion", f.oof_score, f.holdout_pred, f.fit_s))
-    rows, frames = [], []
-    for model, kind, oof_score, pred, fit_s in scored:
+    y_oof, y_hold = data.y[ctx.train_rows], data.y[ctx.holdout_rows]
+    fold = data.fold[ctx.train_rows]
+    candidates: list[tuple[str, str, np.ndarray, np.ndarray, float]] = [
+        (m, "member", P[:, i], H[:, i], sum(r.fit_s for r in fitted.of(m)))
+        for i, m in enumerate(names)
+    ]
+    candidates += [
+        (f.key, "fusion", f.oof_pred, f.holdout_pred, f.fit_s) for f in fused
+    ]
+    rows, per_fold = [], {}
+    for model, kind, oof_pred, hold_pred, fit_s in candidates:
         rows.append(
             lb.board_row(
                 model,
                 kind,
                 metric=metric,
-                oof_score=oof_score,
                 task=data.task,
-                y_hold=y_hold,
-                pred=pred,
                 n_classes=k,
+                y_oof=y_oof,
+                oof_pred=oof_pred,
+                y_hold=y_hold,
+                hold_pred=hold_pred,
                 fit_s=fit_s,
             )
         )
-        frames.append(lb.holdout_frame(model, hold_rows, y_true, pred, cols))
-    return pd.DataFrame(rows), pd.concat(frames, ignore_index=True)
+        per_fold[model] = lb.fold_scores(metric, y_oof, oof_pred, fold, k)
+    return pd.DataFrame(rows), per_fold
 
 
 def _finish(
     ctx: RunContext,
-    members: list[str],
-    fits: FitOutcome,
+    fitted: Any,
+    names: list[str],
     fused: list[FusionOutcome],
     board: pd.DataFrame,
-    holdout: pd.DataFrame,
-    fit_wall: float,
+    fold_scores: dict[str, list[float]],
+    cols: list[str],
+    P: np.ndarray,
+    H: np.ndarray,
 ) -> RunResult:
     """Write the tables and fusions, then the complete manifest."""
     run = ctx.run
-    best = lb.choose(board)
+    best = lb.choose(board, fold_scores)
     board["best"] = board["model"] == best
-    run.write_table("holdout.parquet", holdout)
-    run.write_table("fits.parquet", lb.fits_frame(fits.results))
+    _write_predictions(ctx, names, fused, cols, H)
+    run.write_table("fits.parquet", lb.fits_frame(fitted.results))
     run.write_table("leaderboard.parquet", board)
-    run.write_table("fusion.parquet", lb.weight_rows(fused, members))
-    _save_fusions(run, {f.key: f.fusion for f in fused}, members)
-    slots = max(fits.slots, 1)
-    # Over the fits this session ran (a resumed run reuses some from before).
-    fresh = [r for r in fits.results if not r.resumed]
-    efficiency = sum(r.fit_s for r in fresh) / max(fit_wall * slots, 1e-9)
+    run.write_table("fusion.parquet", lb.weight_rows(fused, names))
+    _save_fusions(run, {f.key: f.fusion for f in fused}, names)
+    slots = max(fitted.slots, 1)
+    # Over the fits this session ran (a resumed run reuses some from before);
+    # fits of tuning trials ran outside the pools and count in neither.
+    fresh = [
+        r for r in fitted.results if not r.resumed and not r.worker.startswith("tune:")
+    ]
+    efficiency = sum(r.fit_s for r in fresh) / max(ctx.fit_wall * slots, 1e-9)
     manifest = run.write_manifest(
         status="complete",
         finished_at=now_iso(),
         best=best,
-        members=members,
+        members=names,
         fusions=[f.key for f in fused],
-        failed_members=fits.failed,
-        skipped_members=fits.skipped,
+        failed_members=fitted.failed,
+        skipped_members=fitted.skipped,
+        dropped_columns=ctx.data.dropped_columns,
+        repeats={m: len({r.repeat for r in fitted.of(m)}) for m in names},
         timing={
-            "fit_wall_s": round(fit_wall, 3),
+            "fit_wall_s": round(ctx.fit_wall, 3),
             "slots": slots,
             "parallel_efficiency": round(efficiency, 4),
         },
     )
     return RunResult(run, board, best, manifest)
+
+
+def _write_predictions(
+    ctx: RunContext,
+    names: list[str],
+    fused: list[FusionOutcome],
+    cols: list[str],
+    H: np.ndarray,
+) -> None:
+    """Write the fusions' cross-fitted predictions, and the holdout's.
+
+    ``fusion_oof.parquet`` always (when there are fusions); ``holdout.parquet``
+    only when the run has a holdout.
+    """
+    rows = ctx.train_rows
+    y_true, fold = _y_true(ctx, rows), ctx.data.fold[rows]
+    if fused:
+        frames = [
+            lb.oof_frame(f.key, rows, fold, y_true, f.oof_pred, cols, key="model")
+            for f in fused
+        ]
+        ctx.run.write_table("fusion_oof.parquet", pd.concat(frames, ignore_index=True))
+    if not ctx.data.has_holdout:
+        return
+    hold = ctx.holdout_rows
+    y_hold = _y_true(ctx, hold)
+    frames = [
+        lb.holdout_frame(m, hold, y_hold, H[:, i], cols) for i, m in enumerate(names)
+    ]
+    frames += [
+        lb.holdout_frame(f.key, hold, y_hold, f.holdout_pred, cols) for f in fused
+    ]
+    ctx.run.write_table("holdout.parquet", pd.concat(frames, ignore_index=True))
 
 
 def _save_fusions(

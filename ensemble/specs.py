@@ -36,6 +36,9 @@ class MemberSpec:
     fold_s : float or None, default=None
         Expected seconds of one fold, measured by its tuning trial (None: not
         tuned; the calibrated estimate applies).
+    trial_dir : str or None, default=None
+        Where its tuning trial saved a fitted model and OOF predictions for
+        every fold of the run's own folds: the member is not fitted again.
     """
 
     name: str
@@ -43,6 +46,7 @@ class MemberSpec:
     params: dict[str, Any]
     rank: int = 1
     fold_s: float | None = None
+    trial_dir: str | None = None
 
     @property
     def tuned(self) -> bool:
@@ -62,6 +66,9 @@ class FitTask:
         The learner's parameters.
     fold : int
         The fold whose rows are predicted (and left out of training).
+    repeat : int, default=0
+        Which fold assignment: 0 is the run's folds, ``r`` the ``r``-th
+        reshuffle of the same rows (repeated bagging).
     cost : float
         Expected seconds (the planner's starting estimate).
     uses_gpu : bool
@@ -87,6 +94,7 @@ class FitTask:
     time_boxed: bool = False
     time_box: float | None = None
     init_state: bytes | None = field(default=None, repr=False)
+    repeat: int = 0
 
 
 @dataclass
@@ -107,6 +115,7 @@ class FitResult:
     n_train: int
     resumed: bool = False  # read back from a checkpoint by a resumed run
     truncated: bool = False  # stopped at its time box with fewer rounds
+    repeat: int = 0  # which fold assignment (repeated bagging)
 
 
 @dataclass
@@ -141,6 +150,8 @@ class FusionOutcome:
         Fusion key.
     oof_score : float
         Its nested-CV score on the OOF rows.
+    oof_pred : ndarray
+        Its nested-CV (cross-fitted) predictions of the OOF rows.
     holdout_pred : ndarray
         Its predictions of the holdout rows (empty without a holdout).
     fusion : BaseFusion
@@ -151,6 +162,7 @@ class FusionOutcome:
 
     key: str
     oof_score: float
+    oof_pred: np.ndarray
     holdout_pred: np.ndarray
     fusion: Any
     fit_s: float

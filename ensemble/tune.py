@@ -24,8 +24,9 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +94,35 @@ def _trainable(
     context: FitContext,
     metric: str,
     n_folds: int,
+    save_dir: str | None = None,
 ) -> None:
-    """One trial: CV over the training folds, reporting after every fold."""
+    """One trial: CV over the training folds, reporting after every fold.
+
+    With ``save_dir`` the trial fits exactly what a member would (no tuning
+    overrides) and keeps each fold's model and OOF predictions there, so a
+    chosen trial becomes a member without being fitted again.
+    """
     cls = get(learner)
-    params = {**config, **cls.tuning_overrides}
+    params = dict(config) if save_dir else {**config, **cls.tuning_overrides}
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     ctx = replace(context, device=device, n_threads=1)
+    trial_dir = None
+    if save_dir is not None:
+        trial_dir = Path(save_dir) / tune.get_context().get_trial_id()
     losses: list[float] = []
     scores: list[float] = []
     for k in range(n_folds):
         train, valid = fold != k, fold == k
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
         model = cls(params, context=ctx).fit(X[train], y[train])
-        s = score(metric, y[valid], model.predict(X[valid]), context.n_classes)
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        pred = model.predict(X[valid])
+        predict_s = time.perf_counter() - t1
+        if trial_dir is not None:
+            _save_fold(trial_dir / f"fold{k}", model, pred, started, fit_s, predict_s)
+        s = score(metric, y[valid], pred, context.n_classes)
         loss = to_loss(metric, s)
         losses.append(loss if math.isfinite(loss) else 1e12)
         scores.append(s)
@@ -115,6 +133,29 @@ def _trainable(
                 "folds": k + 1,
             }
         )
+
+
+def _save_fold(
+    path: Path,
+    model: Any,
+    pred: np.ndarray,
+    started: datetime,
+    fit_s: float,
+    predict_s: float,
+) -> None:
+    """A trial's fold: its model, OOF predictions and timings (``fit.json``)."""
+    model.save(path)
+    np.save(path / "oof.npy", pred)
+    rc = ray.get_runtime_context()
+    info = {
+        "node_id": rc.get_node_id(),
+        "worker": f"tune:{os.getpid()}",
+        "started_at": started.isoformat(),
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+        "truncated": bool(model.truncated_),
+    }
+    (path / "fit.json").write_text(json.dumps(info))
 
 
 class _ResumedOptuna(OptunaSearch):
@@ -188,6 +229,7 @@ class _Search:
     on_trial: Callable[[str, int, float], None] | None
     verbose: int
     resume: bool
+    save_dir: Path | None
 
     @property
     def n_folds(self) -> int:
@@ -198,9 +240,15 @@ class _Search:
         key: str,
         space: dict[str, tuple[Any, ...]],
         fixed: dict[str, Any],
+        known: list[tuple[dict[str, Any], float]],
         time_budget_s: float | None,
     ) -> pd.DataFrame:
-        """Search one family; one row per trial (recovered ones included)."""
+        """Search one family; one row per trial (recovered ones included).
+
+        ``known`` holds configurations already scored (the family's portfolio
+        members, as ``(params, loss)``): the searcher is told them, and the
+        family's defaults are tried first only when they are not among them.
+        """
         cls = get(key)
         experiment = self.storage / key
         done = _finished_trials(experiment, self.n_folds) if self.resume else []
@@ -210,9 +258,18 @@ class _Search:
         n_trials = None if self.n_trials is None else self.n_trials - len(done)
         if n_trials is not None and n_trials <= 0:
             return _frame(rows)
-        params = cls.check_params(fixed)
-        defaults = {k: _clamp(params[k], space[k]) for k in space}
-        tuner = self._tuner(key, space, fixed, defaults, done, n_trials, time_budget_s)
+        seen = [
+            ({k: t["config"].get(k) for k in space}, float(t["loss"])) for t in done
+        ]
+        for params, loss in known:
+            if set(space) <= set(params):
+                seen.append(({k: _clamp(params[k], space[k]) for k in space}, loss))
+        defaults = cls.check_params(fixed)
+        first = {k: _clamp(defaults[k], space[k]) for k in space}
+        box = budget.trial_fold_box(time_budget_s, self.n_folds)
+        tuner = self._tuner(
+            key, space, fixed, first, seen, n_trials, time_budget_s, box
+        )
         t0 = time.monotonic()
         df = tuner.fit().get_dataframe()
         logger.info(
@@ -226,10 +283,11 @@ class _Search:
         key: str,
         space: dict[str, tuple[Any, ...]],
         fixed: dict[str, Any],
-        defaults: dict[str, Any],
-        done: list[dict[str, Any]],
+        first: dict[str, Any],
+        seen: list[tuple[dict[str, Any], float]],
         n_trials: int | None,
         time_budget_s: float | None,
+        fold_box_s: float | None,
     ) -> tune.Tuner:
         resources = ray.cluster_resources()
         n_cpu = max(1, int(resources.get("CPU", 1)))
@@ -243,16 +301,12 @@ class _Search:
                 X=self.X,
                 y=self.y,
                 fold=self.fold,
-                context=self.context,
+                context=replace(self.context, time_box_s=fold_box_s),
                 metric=self.metric,
                 n_folds=self.n_folds,
+                save_dir=None if self.save_dir is None else str(self.save_dir / key),
             ),
             res,
-        )
-        best = min(
-            (t["cv_score"] for t in done),
-            key=lambda s: to_loss(self.metric, s),
-            default=math.nan,
         )
         return tune.Tuner(
             trainable,
@@ -260,7 +314,7 @@ class _Search:
             tune_config=tune.TuneConfig(
                 metric="loss",
                 mode="min",
-                search_alg=self._searcher(space, defaults, done),
+                search_alg=self._searcher(first, seen),
                 # Folds are the resource: stop a poor trial after 1 or 2 folds.
                 scheduler=ASHAScheduler(
                     max_t=self.n_folds, grace_period=1, reduction_factor=3
@@ -274,40 +328,40 @@ class _Search:
                 name=key,
                 storage_path=str(self.storage),
                 verbose=1 if self.verbose >= 2 else 0,
-                callbacks=[_Progress(key, self.metric, self.on_trial, len(done), best)],
+                callbacks=[_Progress(key, self.metric, self.on_trial)],
             ),
         )
 
     def _searcher(
-        self,
-        space: dict[str, tuple[Any, ...]],
-        defaults: dict[str, Any],
-        done: list[dict[str, Any]],
+        self, first: dict[str, Any], seen: list[tuple[dict[str, Any], float]]
     ) -> Any:
-        """Optuna TPE or random search, defaults first, told the recovered trials."""
-        seen = [{k: t["config"].get(k) for k in space} for t in done]
-        first = [] if defaults in seen else [defaults]
+        """Optuna TPE or random search, told the configurations already scored.
+
+        The defaults run first unless they were scored already.
+        """
+        points = [p for p, _ in seen]
+        queued = [] if first in points else [first]
         if self.search == "random":
             # Another stream after a resume: the seed's first draws were run.
             return BasicVariantGenerator(
-                points_to_evaluate=first, random_state=self.seed + len(done)
+                points_to_evaluate=queued, random_state=self.seed + len(seen)
             )
         import optuna
 
         # "A new study created in memory" per family is noise, not progress.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if not seen:
-            return OptunaSearch(points_to_evaluate=first, seed=self.seed)
+            return OptunaSearch(points_to_evaluate=queued, seed=self.seed)
         return _ResumedOptuna(
-            first,
-            points_to_evaluate=seen,
-            evaluated_rewards=[float(t["loss"]) for t in done],
+            queued,
+            points_to_evaluate=points,
+            evaluated_rewards=[loss for _, loss in seen],
             seed=self.seed,
         )
 
 
 def tune_learners(
-    learners: Sequence[str],
+    budgets: Mapping[str, float | None],
     X: np.ndarray,
     y: np.ndarray,
     fold: np.ndarray,
@@ -315,12 +369,13 @@ def tune_learners(
     *,
     metric: str,
     storage: str | Path,
-    time_budget_s: float | None,
     n_trials: int | None,
     top_n: int = 2,
     search: str = "optuna",
     seed: int = 0,
-    fixed_params: dict[str, dict[str, Any]] | None = None,
+    fixed_params: Mapping[str, Mapping[str, Any]] | None = None,
+    known: Mapping[str, list[tuple[dict[str, Any], float]]] | None = None,
+    save_dir: str | Path | None = None,
     on_trial: Callable[[str, int, float], None] | None = None,
     verbose: int = 1,
     resume: bool = False,
@@ -329,8 +384,9 @@ def tune_learners(
 
     Parameters
     ----------
-    learners : sequence of str
-        Learner keys.
+    budgets : mapping
+        Family → seconds of search (None: until ``n_trials``), searched in
+        this order (``ensemble.budget.search_plan`` decides them).
     X, y, fold : ndarray
         **Training rows only** (fold ids ``0..k-1``); callers drop the holdout.
     context : FitContext
@@ -339,19 +395,23 @@ def tune_learners(
         Objective metric.
     storage : path
         Absolute directory for Tune's experiment state (inside the run directory).
-    time_budget_s : float or None
-        Budget of the whole tuning stage, shared by the families tuned
-        (:func:`ensemble.budget.tuning_order` picks them).
     n_trials : int or None
         Trials per family (None: as many as the budget allows).
     top_n : int, default=2
-        Members per family.
+        Members per family: ``<key>_tuned``, ``<key>_tuned_2``, …
     search : {"optuna", "random"}, default="optuna"
         Search algorithm.
     seed : int, default=0
         Seeds the searcher.
-    fixed_params : dict, optional
+    fixed_params : mapping, optional
         Per-learner parameters that are not searched (user overrides).
+    known : mapping, optional
+        Per-learner ``(params, loss)`` already scored on these folds (the
+        portfolio members): the searcher is told them instead of re-running.
+    save_dir : path, optional
+        When the folds are the run's own (no holdout), trials keep each fold's
+        model and OOF predictions here, and a chosen trial's member carries
+        ``trial_dir``: it is not fitted again.
     on_trial : callable, optional
         Progress hook ``(learner, n_done, best_cv_score)``.
     verbose : int, default=1
@@ -364,29 +424,30 @@ def tune_learners(
     Returns
     -------
     TuneOutcome
+        Only the families with a search space and at least one trial that
+        finished every fold contribute members.
     """
     if np.any(fold < 0):
         raise ValueError("tune_learners takes training rows only (fold >= 0)")
     s = _Search(
-        X,
-        y,
-        fold,
-        context,
-        metric,
-        Path(storage).absolute(),
-        n_trials,
-        top_n,
-        search,
-        seed,
-        on_trial,
-        verbose,
-        resume,
+        X=X,
+        y=y,
+        fold=fold,
+        context=context,
+        metric=metric,
+        storage=Path(storage).absolute(),
+        n_trials=n_trials,
+        top_n=top_n,
+        search=search,
+        seed=seed,
+        on_trial=on_trial,
+        verbose=verbose,
+        resume=resume,
+        save_dir=None if save_dir is None else Path(save_dir).absolute(),
     )
-    stage_end = time.monotonic() + time_budget_s if time_budget_s else None
-    tuned = _families_to_tune(learners, s, time_budget_s)
     members: list[MemberSpec] = []
     frames: list[pd.DataFrame] = []
-    for i, key in enumerate(learners):
+    for key, family_s in budgets.items():
         cls = get(key)
         done_file = s.storage / f"{key}.family.pkl"
         if resume and done_file.is_file():
@@ -395,15 +456,11 @@ def tune_learners(
         else:
             fixed = dict((fixed_params or {}).get(key, {}))
             space = {k: v for k, v in cls.search_space.items() if k not in fixed}
-            if key not in tuned or not space:
-                members.append(MemberSpec(key, key, cls.check_params(fixed)))
+            if not space:
                 continue
-            share = None
-            if stage_end is not None:
-                left = sum(1 for k in learners[i:] if k in tuned)
-                share = max(1.0, (stage_end - time.monotonic()) / left)
-            trials = s.family(key, space, fixed, share)
-            family = _chosen(key, trials, fixed, s)
+            seen = list((known or {}).get(key, []))
+            trials = s.family(key, space, fixed, seen, family_s)
+            family = _chosen(key, trials, s)
             _save_family(done_file, family, trials)
         members.extend(family)
         frames.append(trials)
@@ -411,34 +468,11 @@ def tune_learners(
     return TuneOutcome(members, all_trials)
 
 
-def _families_to_tune(
-    learners: Sequence[str], s: _Search, time_budget_s: float | None
-) -> list[str]:
-    """Every family without a budget; else those the budget affords."""
-    if not time_budget_s:
-        return list(learners)
-    n_cpu = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    n_folds = s.n_folds
-    fold_rows = int(s.X.shape[0] * (n_folds - 1) / max(n_folds, 1))
-    trial_s = {
-        k: budget.fold_seconds(k, fold_rows, s.X.shape[1], s.context.n_classes)
-        * n_folds
-        / budget.tuning_ratio(k)
-        for k in learners
-    }
-    tuned = budget.tuning_order(learners, trial_s, time_budget_s, n_cpu)
-    if len(tuned) < len(learners):
-        logger.info("budget tunes only %s", ", ".join(tuned) or "no family")
-    return tuned
-
-
-def _chosen(
-    key: str, trials: pd.DataFrame, fixed: dict[str, Any], s: _Search
-) -> list[MemberSpec]:
+def _chosen(key: str, trials: pd.DataFrame, s: _Search) -> list[MemberSpec]:
     """The family's best ``top_n`` finished trials as members.
 
-    They are marked in ``trials``; the defaults serve when no trial finished
-    every fold.
+    They are named ``<key>_tuned``, ``<key>_tuned_2``, … and marked in
+    ``trials``; a trial whose folds were saved (``save_dir``) brings them along.
     """
     cls = get(key)
     finished = trials[trials.status == "complete"].copy()
@@ -446,8 +480,13 @@ def _chosen(
     finished = finished.sort_values(["_loss", "trial_id"])
     family = []
     for rank, (_, row) in enumerate(finished.head(s.top_n).iterrows()):
-        name = key if rank == 0 else f"{key}_{rank + 1}"
-        fold_s = row.time_s / s.n_folds * budget.tuning_ratio(key)
+        name = f"{key}_tuned" if rank == 0 else f"{key}_tuned_{rank + 1}"
+        saved = None if s.save_dir is None else s.save_dir / key / str(row.trial_id)
+        reuse = saved is not None and all(
+            (saved / f"fold{k}" / "oof.npy").is_file() for k in range(s.n_folds)
+        )
+        ratio = 1.0 if reuse else budget.tuning_ratio(key)
+        fold_s = row.time_s / s.n_folds * ratio
         family.append(
             MemberSpec(
                 name,
@@ -455,12 +494,12 @@ def _chosen(
                 cls.check_params(json.loads(row.params)),
                 rank + 1,
                 fold_s=float(fold_s) if math.isfinite(fold_s) else None,
+                trial_dir=str(saved) if reuse else None,
             )
         )
         trials.loc[trials.trial_id == row.trial_id, "member"] = name
     if not family:
-        logger.warning("no %s trial finished every fold; using its defaults", key)
-        family.append(MemberSpec(key, key, cls.check_params(fixed)))
+        logger.warning("no %s trial finished every fold: no tuned member", key)
     return family
 
 

@@ -79,7 +79,8 @@ def fit_fold(
     fit_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     oof = learner.predict(X[fold == task.fold])
-    holdout = learner.predict(X[fold == -1])
+    hold = fold == -1
+    holdout = learner.predict(X[hold]) if hold.any() else oof[:0]
     predict_s = time.perf_counter() - t1
     storage.save_tree(model_dir, learner.save)
     return FitResult(

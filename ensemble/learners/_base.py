@@ -79,6 +79,10 @@ class Learner(ABC):
     #: Whether the learner can use a GPU when its actor has one.
     uses_gpu: ClassVar[bool] = False
     default_params: ClassVar[dict[str, Any]] = {}
+    #: Named configurations fitted beside the defaults as members
+    #: ``<key>_<name>`` (the portfolio): settings known to do well on tables
+    #: and to differ from the defaults, tried before any search.
+    portfolio: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Hyperparameter search space (see ``ensemble.learners._space``).
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Parameters set during tuning trials only (speed; refit is uniform gain).
@@ -221,7 +225,7 @@ def register(cls: type[Learner]) -> type[Learner]:
 
 
 # Listing order (simple to complex), independent of module import order.
-_ORDER = ("linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp")
+_ORDER = ("linear", "knn", "rf", "et", "hgb", "lgbm", "xgb", "cat", "mlp")
 
 
 def available() -> list[str]:

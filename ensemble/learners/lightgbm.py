@@ -25,11 +25,26 @@ class LightGBMLearner(Learner):
         "feature_fraction": 0.9,  # mild column sampling decorrelates the trees
         "bagging_fraction": 1.0,
         "lambda_l2": 0.0,
-        "max_rounds": 2000,  # an upper bound; early stopping ends far sooner
+        "extra_trees": False,  # random thresholds: off by default, a portfolio entry
+        # A cap high enough for slow rates; early stopping (and, under a time
+        # limit, the fold's time box) ends far sooner.
+        "max_rounds": 10_000,
         "early_stopping_rounds": 50,  # patience at lr 0.05
         # Refit on the whole training fold for the early-stopped number of rounds
         # (scaled up for 10% more rows): the inner split then costs no data.
         "refit": True,
+    }
+
+    # AutoGluon's zero-shot LightGBM configurations (TabRepo): extremely
+    # randomised trees, and a larger, slower model.
+    portfolio: ClassVar[dict[str, dict[str, Any]]] = {
+        "xt": {"extra_trees": True},
+        "large": {
+            "num_leaves": 128,
+            "learning_rate": 0.03,
+            "min_child_samples": 5,
+            "feature_fraction": 0.9,
+        },
     }
 
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {

@@ -122,9 +122,19 @@ CASES = [
         "rows are too few for 5 folds",
     ),
     Case(
-        "a class with fewer rows than folds",
-        lambda t, r: _fit(_table(t, _with(target=["a"] * 117 + ["b"] * 3)), t / "o"),
-        "class 'b' has 3 rows, too few for 5 stratified folds",
+        "a class of one row",
+        lambda t, r: _fit(_table(t, _with(target=["a"] * 119 + ["b"])), t / "o"),
+        "class 'b' has 1 rows, too few for OOF predictions (needs >= 2)",
+    ),
+    Case(
+        "a class with fewer rows than folds plus a holdout",
+        lambda t, r: _fit(
+            _table(t, _with(target=["a"] * 117 + ["b"] * 3)),
+            t / "o",
+            "--holdout",
+            "0.2",
+        ),
+        "class 'b' has 3 rows, too few for 5 stratified folds plus a holdout",
     ),
     Case(
         "empty table",
@@ -135,14 +145,9 @@ CASES = [
         "the table has no rows",
     ),
     Case(
-        "constant feature column",
-        lambda t, r: _fit(_table(t, _with(flag=1)), t / "o"),
-        "'flag' is constant (1); fix the data or pass --drop-columns flag",
-    ),
-    Case(
-        "all-missing feature column",
-        lambda t, r: _fit(_table(t, _with(blank=np.nan)), t / "o"),
-        "feature column 'blank' is empty (all values missing)",
+        "every feature column constant or empty",
+        lambda t, r: _fit(_table(t, _with(x1=1, x2=np.nan, colour="z")), t / "o"),
+        "every feature column is constant or empty (e.g. 'x1')",
     ),
     Case(
         "duplicate column names",

@@ -43,7 +43,14 @@ def test_fit_from_flags(ray_session, data_file, tmp_path):
     assert "linear" in res.output and "fold 2" in res.output
     assert "leaderboard" in res.output and "run directory:" in res.output
     board = pd.read_parquet(out / "r1" / "leaderboard.parquet")
-    assert set(board.model) == {"linear", "lgbm", *DEFAULT_FUSIONS}
+    # the default portfolio comes with LightGBM
+    assert set(board.model) == {
+        "linear",
+        "lgbm",
+        "lgbm_xt",
+        "lgbm_large",
+        *DEFAULT_FUSIONS,
+    }
 
 
 @pytest.mark.ray
@@ -105,19 +112,24 @@ def test_missing_data_file(tmp_path):
 def test_drop_columns_flag_removes_columns_from_the_features(ray_session, tmp_path):
     frame = make_table(300)
     frame["customer_id"] = range(len(frame))  # an id: unique, useless
-    frame["flag"] = 1  # constant: an error unless dropped
+    frame["flag"] = 1  # constant: dropped with a warning whether named or not
     path = tmp_path / "t.parquet"
     frame.to_parquet(path)
     args = ["fit", "--data", str(path), "--target", "target", "--out"]
     args += [str(tmp_path / "runs"), "--learners", "linear", "--fusions", "average"]
-    res = runner.invoke(app, [*args, "--run-id", "a", "-q"])
-    assert res.exit_code == 2 and "'flag' is constant" in res.output
     res = runner.invoke(
-        app, [*args, "--run-id", "b", "-q", "--drop-columns", "customer_id,flag"]
+        app, [*args, "--run-id", "a", "-q", "--drop-columns", "customer_id"]
     )
     assert res.exit_code == 0, res.output
     import json
 
+    manifest = json.loads((tmp_path / "runs" / "a" / "manifest.json").read_text())
+    assert manifest["dropped_columns"] == {"flag": "constant"}
+    assert manifest["schema"]["columns"] == ["x1", "x2", "colour"]
+    res = runner.invoke(
+        app, [*args, "--run-id", "b", "-q", "--drop-columns", "customer_id,flag"]
+    )
+    assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "runs" / "b" / "manifest.json").read_text())
     assert manifest["config"]["drop_columns"] == ["customer_id", "flag"]
     assert manifest["schema"]["columns"] == ["x1", "x2", "colour"]

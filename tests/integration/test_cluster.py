@@ -78,6 +78,7 @@ def test_same_results_on_1_cpu_2_cpus_and_2_nodes(ray_session, cluster, tmp_path
         tmp_path,
         make_table(900),
         learners=["linear", "lgbm", "rf", "mlp"],
+        portfolio=False,
         learner_params={
             "lgbm": {"max_rounds": 150},
             "rf": {"n_estimators": 40},

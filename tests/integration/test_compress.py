@@ -36,6 +36,8 @@ def base_run(ray_session, tmp_path_factory):
         fusions=("average", "stacking"),
         learner_params={"mlp": {"width": 64, "max_epochs": 15}},
         n_folds=3,
+        holdout=0.2,  # distillation and pruning score on the holdout
+        portfolio=False,
         report=False,
     )
     fit_run(cfg)

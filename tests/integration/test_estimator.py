@@ -23,13 +23,12 @@ FAST = {
     "report": False,
 }
 
-# Checks that cannot apply to k-fold stacking with a stratified holdout, and why.
+# Checks that cannot apply to k-fold stacking, and why.
 EXPECTED_FAILED: dict[str, str] = {
     "check_fit2d_1feature": (
-        "fits 10 rows whose classes have 1-3 rows each; stratified k-fold OOF "
-        "predictions plus a holdout need >= 4 rows per class at 2 folds, so fit "
-        "raises a ValueError naming the rare class (the check accepts only a "
-        "'1 feature' message)"
+        "fits 10 rows of which a class has one row; an OOF prediction needs a "
+        "class on both sides of a fold, so fit raises a ValueError naming the "
+        "rare class (the check accepts only a '1 feature' message)"
     ),
 }
 
@@ -55,6 +54,7 @@ def test_classifier_on_a_mixed_type_frame_and_load(ray_session, tmp_path):
     X, y = _frame("binary")
     clf = EnsembleClassifier(
         learners=["linear", "lgbm"],
+        portfolio=False,
         fusions=["average", "stacking"],
         n_folds=3,
         learner_params={"lgbm": {"max_rounds": 80}},

@@ -75,43 +75,62 @@ def test_run_directory_contract(binary_run):
     assert manifest["status"] == "complete"
     assert manifest["task"] == "binary" and manifest["classes"] == ["no", "yes"]
     assert manifest["n_rows"] == 600 and manifest["n_features"] == 3
+    assert manifest["dropped_columns"] == {}
     for name, cols in REQUIRED_COLUMNS.items():
-        if name == "trials.parquet":
-            continue  # written by the tuning stage
+        if name in ("trials.parquet", "holdout.parquet"):
+            continue  # written by the tuning stage; only with a holdout
         frame = pd.read_parquet(run.path / name)
         assert set(cols) <= set(frame.columns), name
+    # Every row is in the folds: no holdout rows, no holdout.parquet.
+    assert not (run.path / "holdout.parquet").exists()
+    assert (pd.read_parquet(run.path / "folds.parquet").fold >= 0).all()
     oof = pd.read_parquet(run.path / "oof")
-    assert {"pred_no", "pred_yes"} <= set(oof.columns)
+    assert {"pred_no", "pred_yes", "y_true"} <= set(oof.columns)
+    fused = pd.read_parquet(run.path / "fusion_oof.parquet")
+    assert set(fused.model) == set(manifest["fusions"])
+    assert len(fused) == 600 * len(manifest["fusions"])
     assert not any(
         p.name.startswith(("oof.tmp", "manifest.json.tmp")) for p in run.path.iterdir()
     )
 
 
-def test_oof_covers_every_training_row_once_per_member(binary_run):
+def test_the_portfolio_is_fitted_beside_the_defaults(binary_run):
+    _, result = binary_run
+    members = result.manifest["members"]
+    assert members == ["linear", "lgbm", "lgbm_xt", "lgbm_large", "rf", "mlp"]
+    models = result.run_dir.path / "models"
+    xt = Learner.load(models / "lgbm_xt" / "fold0")
+    assert xt.params["extra_trees"] is True
+    large = Learner.load(models / "lgbm_large" / "fold0")
+    assert large.params["num_leaves"] == 128
+    # the user's learner_params reach every configuration of the family
+    assert xt.params["max_rounds"] == large.params["max_rounds"] == 200
+
+
+def test_oof_covers_every_row_once_per_member(binary_run):
     _, result = binary_run
     run = result.run_dir
     folds = pd.read_parquet(run.path / "folds.parquet")
     oof = pd.read_parquet(run.path / "oof")
-    train = folds[folds.fold >= 0]
     assert sorted(oof.member.unique()) == sorted(result.manifest["members"])
     for member, part in oof.groupby("member"):
-        assert sorted(part.row_id) == sorted(train.row_id), member
+        assert sorted(part.row_id) == sorted(folds.row_id), member
         merged = part.merge(folds, on="row_id", suffixes=("", "_f"))
         assert (merged.fold == merged.fold_f).all()
     np.testing.assert_allclose(oof[["pred_no", "pred_yes"]].sum(axis=1), 1.0, atol=1e-6)
 
 
-def test_saved_fold_models_reproduce_oof_and_holdout(binary_run, tmp_path):
+def test_saved_fold_models_reproduce_oof_and_predict_their_average(binary_run):
     config, result = binary_run
     run = result.run_dir
     from ensemble.data import load_table, prepare
+    from ensemble.model import load
 
     frame, _ = load_table(config.data)
     d = prepare(frame, "target", n_folds=3, seed=0)
     oof = pd.read_parquet(run.path / "oof")
-    hold = pd.read_parquet(run.path / "holdout.parquet")
     member = "lgbm"
-    hold_preds = []
+    preds = []
     for k in range(3):
         model = Learner.load(run.model_dir(member, k))
         rows = np.flatnonzero(d.fold == k)
@@ -119,34 +138,48 @@ def test_saved_fold_models_reproduce_oof_and_holdout(binary_run, tmp_path):
         np.testing.assert_allclose(
             model.predict(d.X[rows])[:, 1], expect.pred_yes, rtol=1e-6
         )
-        hold_preds.append(model.predict(d.X[d.fold == -1]))
-    mine = hold[hold.model == member].sort_values("row_id")
-    np.testing.assert_allclose(np.mean(hold_preds, 0)[:, 1], mine.pred_yes, rtol=1e-6)
-    assert (mine.y_true.isin(["no", "yes"])).all()
+        preds.append(model.predict(d.X))
+    # A member of a holdout-free run predicts new rows with its fold average.
+    got = load(run.path, member).predict_proba(frame.drop(columns="target"))
+    np.testing.assert_allclose(got, np.mean(preds, axis=0), rtol=1e-12)
 
 
-def test_leaderboard_rows_and_best(binary_run):
+def test_leaderboard_is_scored_on_oof_and_the_choice_is_robust(binary_run):
+    from ensemble import leaderboard as lb
+
     _, result = binary_run
-    board = pd.read_parquet(result.run_dir.path / "leaderboard.parquet")
+    run = result.run_dir.path
+    board = pd.read_parquet(run / "leaderboard.parquet")
     members = set(result.manifest["members"])
     assert set(board[board.kind == "member"].model) == members
     assert set(board[board.kind == "fusion"].model) == set(DEFAULT_FUSIONS)
     assert set(metrics_for_task("binary")) <= set(board.columns)
-    assert (board.metric == "roc_auc").all()
-    best = board.loc[board.oof_score.idxmax(), "model"]  # chosen by OOF, not holdout
-    assert result.manifest["best"] == best == result.best
-    assert board.holdout_score.min() > 0.8
-    fusion = pd.read_parquet(result.run_dir.path / "fusion.parquet")
+    assert (board.metric == "roc_auc").all() and (board.scored_on == "oof").all()
+    assert board.holdout_score.isna().all()
+    # with no holdout the metric columns are the OOF ones
+    np.testing.assert_allclose(board.roc_auc, board.oof_score, rtol=1e-12)
+    assert board.oof_score.min() > 0.8
+    # the choice: recomputed from the stored OOF predictions, the same
+    oof = pd.read_parquet(run / "oof").rename(columns={"member": "model"})
+    rows = pd.concat([oof, pd.read_parquet(run / "fusion_oof.parquet")])
+    folds = {}
+    for model, part in rows.groupby("model"):
+        part = part.sort_values("row_id")
+        y = (part.y_true == "yes").to_numpy().astype(int)
+        pred = part[["pred_no", "pred_yes"]].to_numpy()
+        folds[model] = lb.fold_scores("roc_auc", y, pred, part.fold.to_numpy(), 2)
+    assert lb.choose(board, folds) == result.manifest["best"] == result.best
+    fusion = pd.read_parquet(run / "fusion.parquet")
     avg = fusion[fusion.fusion == "average"]
     assert len(avg) == len(members) and avg.weight.sum() == pytest.approx(1.0)
     sel = fusion[fusion.fusion == "selection"]
     assert sel.weight.sum() == pytest.approx(1.0)
 
 
-def test_fits_run_in_parallel_on_two_actors(binary_run):
+def test_fits_run_in_parallel_on_two_slots(binary_run):
     _, result = binary_run
     fits = pd.read_parquet(result.run_dir.path / "fits.parquet")
-    assert len(fits) == 4 * 3
+    assert len(fits) == 6 * 3 and (fits.repeat == 0).all()
     assert fits.worker.nunique() >= 2
     start = pd.to_datetime(fits.started_at)
     end = start + pd.to_timedelta(fits.fit_s + fits.predict_s, unit="s")
@@ -169,8 +202,107 @@ def test_same_seed_same_oof_and_scores(binary_run, tmp_path):
     a = pd.read_parquet(result.run_dir.path / "oof").sort_values(["member", "row_id"])
     b = pd.read_parquet(again.run_dir.path / "oof").sort_values(["member", "row_id"])
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
-    cols = ["model", "oof_score", "holdout_score"]
+    cols = ["model", "oof_score", "roc_auc", "log_loss"]
     pd.testing.assert_frame_equal(result.leaderboard[cols], again.leaderboard[cols])
+    for name in ("fusion.parquet", "fusion_oof.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(result.run_dir.path / name),
+            pd.read_parquet(again.run_dir.path / name),
+        )
+
+
+def test_a_holdout_when_asked_for(ray_session, tmp_path):
+    frame = make_table(500)
+    config = _config(
+        tmp_path, frame, learners=("linear", "lgbm"), portfolio=False, holdout=0.2
+    )
+    result = fit_run(config)
+    run = result.run_dir.path
+    folds = pd.read_parquet(run / "folds.parquet")
+    assert (folds.fold == -1).sum() == 100
+    hold = pd.read_parquet(run / "holdout.parquet")
+    models = set(result.leaderboard.model)
+    assert set(hold.model) == models and len(hold) == 100 * len(models)
+    board = result.leaderboard.set_index("model")
+    assert (board.scored_on == "holdout").all() and board.holdout_score.notna().all()
+    np.testing.assert_allclose(board.roc_auc, board.holdout_score, rtol=1e-12)
+    oof = pd.read_parquet(run / "oof")
+    assert set(oof.row_id) == set(folds.row_id[folds.fold >= 0])
+
+
+def test_repeats_are_averaged_kept_only_when_they_help_and_deterministic(
+    ray_session, tmp_path
+):
+    from ensemble.data import load_table, prepare
+    from ensemble.model import load
+
+    frame = make_table(400, seed=5)
+    config = _config(
+        tmp_path,
+        frame,
+        learners=("linear", "lgbm"),
+        portfolio=False,
+        repeats=3,
+        fusions=("average",),
+    )
+    a = fit_run(config.replace(run_id="a"))
+    b = fit_run(config.replace(run_id="b"))
+    run = a.run_dir.path
+    for name in ("oof", "fits.parquet", "folds.parquet"):
+        x, y = pd.read_parquet(run / name), pd.read_parquet(b.run_dir.path / name)
+        keep = [
+            c
+            for c in x.columns
+            if c not in ("started_at", "fit_s", "predict_s", "worker", "node_id")
+        ]
+        sort = [c for c in ("member", "repeat", "fold", "row_id") if c in x.columns]
+        pd.testing.assert_frame_equal(
+            x[keep].sort_values(sort).reset_index(drop=True),
+            y[keep].sort_values(sort).reset_index(drop=True),
+        )
+    fits = pd.read_parquet(run / "fits.parquet")
+    repeats = a.manifest["repeats"]
+    for member, n in repeats.items():
+        mine = fits[fits.member == member]
+        assert sorted(set(mine.repeat)) == list(range(n)) and len(mine) == 3 * n
+    folds = pd.read_parquet(run / "folds.parquet")
+    d = prepare(load_table(config.data)[0], "target", n_folds=3, seed=0)
+    for member, n in repeats.items():
+        dirs = sorted(p.name for p in (run / "models" / member).iterdir())
+        assert len(dirs) == 3 * n
+        # the OOF is the mean over the repeats of each repeat's fold models
+        per_repeat = []
+        for rep in range(n):
+            fold = folds["fold" if rep == 0 else f"fold_r{rep}"].to_numpy()
+            pred = np.zeros(len(fold))
+            for k in range(3):
+                name = f"fold{k}" if rep == 0 else f"r{rep}_fold{k}"
+                model = Learner.load(run / "models" / member / name)
+                pred[fold == k] = model.predict(d.X[fold == k])[:, 1]
+            per_repeat.append(pred)
+        oof = pd.read_parquet(run / "oof")
+        mine = oof[oof.member == member].sort_values("row_id").pred_yes
+        np.testing.assert_allclose(mine, np.mean(per_repeat, axis=0), rtol=1e-9)
+        got = load(run, member).predict_proba(frame.drop(columns="target"))[:, 1]
+        assert got.shape == (400,)
+    assert max(repeats.values()) > 1, "no repeat helped either member"
+
+
+def test_a_constant_column_is_dropped_and_listed(ray_session, tmp_path):
+    frame = make_table(300)
+    frame["const"] = 7
+    frame["nothing"] = np.nan
+    config = _config(tmp_path, frame, learners=("linear",), fusions=())
+    result = fit_run(config)
+    assert result.manifest["dropped_columns"] == {
+        "const": "constant",
+        "nothing": "empty",
+    }
+    assert result.manifest["schema"]["columns"] == ["x1", "x2", "colour"]
+    from ensemble.model import load
+
+    pred = load(result.run_dir.path).predict_proba(frame.drop(columns="target"))
+    assert pred.shape == (300, 2)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +319,7 @@ def test_multiclass_and_regression(ray_session, tmp_path, task, metric):
     oof = pd.read_parquet(result.run_dir.path / "oof")
     if task == "regression":
         assert "pred" in oof.columns
-        assert board.set_index("model").loc["lgbm", "r2"] > 0.7
+        assert board.set_index("model").loc["lgbm", "r2"] > 0.7  # on OOF rows
     else:
         assert {f"pred_{c}" for c in result.manifest["classes"]} <= set(oof.columns)
 

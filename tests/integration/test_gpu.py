@@ -70,6 +70,8 @@ def test_a_local_run_puts_mlp_and_xgb_on_gpu_actors(tmp_path):
             "target",
             "--learners",
             "linear,xgb,mlp",
+            "--holdout",
+            "0.2",
             "--fusions",
             "average",
             "--out",

@@ -28,6 +28,8 @@ def fitted(ray_session, tmp_path_factory):
         out=str(tmp / "runs"),
         n_folds=3,
         learners=("linear", "lgbm"),
+        portfolio=False,
+        holdout=0.2,
         fusions=("average", "stacking_lgbm"),
         learner_params={"lgbm": {"max_rounds": 100}},
         run_id="r",

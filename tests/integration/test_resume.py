@@ -46,7 +46,8 @@ def _config(tmp_path, **kw):
 
 
 def _assert_same_run(a, b):
-    for name, keys in (("oof", ["member", "row_id"]), ("holdout.parquet", None)):
+    assert not (a / "holdout.parquet").exists()  # every row is in the folds
+    for name, keys in (("oof", ["member", "row_id"]), ("fusion_oof.parquet", None)):
         x, y = pd.read_parquet(a / name), pd.read_parquet(b / name)
         if keys:
             x, y = x.sort_values(keys), y.sort_values(keys)
@@ -180,6 +181,7 @@ def test_resumed_tuning_keeps_finished_trials(ray_session, tmp_path):
         tmp_path,
         run_id="tuned",
         learners=("linear", "lgbm"),
+        portfolio=False,
         learner_params={},
         n_trials=8,
         search="random",
@@ -216,7 +218,7 @@ def test_resumed_tuning_keeps_finished_trials(ray_session, tmp_path):
         linear_trials[cols].reset_index(drop=True),
         check_dtype=False,  # Parquet round trip: object -> str
     )
-    assert [m.name for m in linear_members] == ["linear", "linear_2"]
+    assert [m.name for m in linear_members] == ["linear_tuned", "linear_tuned_2"]
     # The interrupted family kept its finished trials and ran only the rest.
     lgbm = trials[trials.learner == "lgbm"].set_index("trial_id")
     assert len(lgbm) == 8

@@ -97,6 +97,8 @@ def s3_run(ray_session, s3, tmp_path_factory):
         out=f"s3://{BUCKET}/runs",
         n_folds=3,
         learners=("linear", "lgbm"),
+        portfolio=False,
+        holdout=0.2,
         fusions=("average", "stacking"),
         learner_params={"lgbm": {"max_rounds": 60}},
         run_id="r1",

@@ -74,7 +74,8 @@ def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_pa
         table,
         tmp_path / "runs",
         "job1",
-        *("--learners", "linear,lgbm", "--fusions", "average", "--folds", "3"),
+        *("--learners", "linear,lgbm", "--no-portfolio"),
+        *("--fusions", "average", "--folds", "3"),
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "job: ensemble-job1 (SUCCEEDED)" in res.stdout

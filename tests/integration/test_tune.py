@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from ensemble.config import RunConfig
-from ensemble.exceptions import BaseLearnerFailed
 from ensemble.learners import FitContext
 from ensemble.runner import fit_run
 from ensemble.tune import tune_learners
@@ -30,14 +29,13 @@ def _data(n=300, seed=0):
 def test_tiny_tune_run_writes_trials_and_picks_the_best(ray_session, tmp_path):
     X, y, fold, ctx = _data()
     out = tune_learners(
-        ["linear", "lgbm"],
+        {"linear": None, "lgbm": None},
         X,
         y,
         fold,
         ctx,
         metric="roc_auc",
         storage=tmp_path / "tune",
-        time_budget_s=None,
         n_trials=4,
         top_n=2,
         seed=0,
@@ -50,21 +48,28 @@ def test_tiny_tune_run_writes_trials_and_picks_the_best(ray_session, tmp_path):
     for key in ("linear", "lgbm"):
         mine = t[(t.learner == key) & (t.status == "complete")]
         best = mine.cv_score.max()
-        assert mine.loc[mine.member == key, "cv_score"].item() == best
-        params = json.loads(mine.loc[mine.member == key, "params"].item())
-        spec = next(m for m in out.members if m.name == key)
+        name = f"{key}_tuned"
+        assert mine.loc[mine.member == name, "cv_score"].item() == best
+        params = json.loads(mine.loc[mine.member == name, "params"].item())
+        spec = next(m for m in out.members if m.name == name)
         assert all(spec.params[k] == v for k, v in params.items())
+        assert spec.trial_dir is None  # no save_dir: members are fitted again
     for key in ("linear", "lgbm"):
         n_complete = int(((t.learner == key) & (t.status == "complete")).sum())
         names = [m.name for m in out.members if m.learner == key]
         # ASHA may stop all but one trial early: only finished trials are members
-        assert names == [key, f"{key}_2"][: min(2, n_complete)]
+        assert names == [f"{key}_tuned", f"{key}_tuned_2"][: min(2, n_complete)]
     assert all(m.params["max_rounds"] == 50 for m in out.members if m.learner == "lgbm")
-    assert (tmp_path / "tune" / "lgbm").is_dir()  # Tune's state, restorable
+    assert (tmp_path / "tune" / "lgbm").is_dir()  # Tune's own state
 
 
 def test_holdout_rows_never_reach_a_trial(ray_session, tmp_path):
-    """Poison the holdout rows: a trial that saw them would fail to fit."""
+    """Poison the holdout rows' targets: a trial that trained on them would fail.
+
+    The member fits never train on holdout rows (they only predict them), so
+    they succeed; a trial given a holdout row would meet a third class label
+    in a binary task and fail.
+    """
     frame = make_table(400)
     cfg = RunConfig(
         data=str(tmp_path / "t.parquet"),
@@ -73,6 +78,7 @@ def test_holdout_rows_never_reach_a_trial(ray_session, tmp_path):
         learners=("linear",),
         n_folds=3,
         n_trials=3,
+        holdout=0.25,
         fusions=("average",),
         run_id="poison",
     )
@@ -80,23 +86,26 @@ def test_holdout_rows_never_reach_a_trial(ray_session, tmp_path):
     from ensemble.runner import load_and_prepare
 
     data = load_and_prepare(cfg)
-    X = data.X.copy()
-    X[data.fold == -1] = np.inf  # linear models reject infinite inputs
-    poisoned = type(data)(**{**data.__dict__, "X": X})
-    # The member fits do see the holdout rows (to predict them), so they fail:
-    # proof the poison is real. The trials before them did not.
-    with pytest.raises(BaseLearnerFailed, match="linear"):
-        fit_run(cfg, data=poisoned)
-    trials = pd.read_parquet(tmp_path / "runs" / "poison" / "trials.parquet")
+    y = data.y.copy()
+    y[data.fold == -1] = 7
+    poisoned = type(data)(**{**data.__dict__, "y": y})
+    result = fit_run(cfg, data=poisoned)
+    trials = pd.read_parquet(result.run_dir.path / "trials.parquet")
     assert len(trials) == 3
-    assert (trials.status == "complete").any()
+    assert (trials.status == "complete").all()
     assert np.isfinite(trials.cv_score).all()
+    assert "linear_tuned" in result.manifest["members"]
 
 
-def test_tuned_run_is_complete_with_members_from_trials(ray_session, tmp_path):
+def test_a_tuned_run_reuses_its_trials_folds(ray_session, tmp_path):
+    """Without a holdout the trials fit the run's own folds: the chosen trial's
+    fold models and OOF predictions become the member, not fitted again."""
+    from ensemble.learners import Learner
+
     frame = make_table(300)
     path = tmp_path / "t.parquet"
     frame.to_parquet(path)
+    events = []
     cfg = RunConfig(
         data=str(path),
         target="target",
@@ -108,8 +117,32 @@ def test_tuned_run_is_complete_with_members_from_trials(ray_session, tmp_path):
         learner_params={"hgb": {"max_iter": 40}},
         fusions=("average",),
     )
-    result = fit_run(cfg)
+    result = fit_run(
+        cfg,
+        on_fit=lambda r, d, t: events.append(("fit", r.member)),
+        on_trial=lambda learner, n, best: events.append(("trial", learner)),
+    )
     assert result.manifest["status"] == "complete"
-    assert result.manifest["members"] == ["linear", "hgb"]
-    trials = pd.read_parquet(result.run_dir.path / "trials.parquet")
-    assert set(trials.member.dropna()) == {"linear", "hgb"}
+    assert result.manifest["members"] == ["linear", "hgb", "linear_tuned", "hgb_tuned"]
+    # the portfolio is fitted before any search
+    first_trial = events.index(next(e for e in events if e[0] == "trial"))
+    assert {m for kind, m in events[:first_trial]} == {"linear", "hgb"}
+    assert all(
+        kind == "trial" or m.endswith("_tuned") for kind, m in events[first_trial:]
+    )
+    run = result.run_dir.path
+    trials = pd.read_parquet(run / "trials.parquet")
+    assert set(trials.member.dropna()) == {"linear_tuned", "hgb_tuned"}
+    fits = pd.read_parquet(run / "fits.parquet").set_index(["member", "fold"])
+    assert fits.loc["hgb_tuned"].worker.str.startswith("tune:").all()  # not refitted
+    # the reused fold models predict the OOF rows recorded for them
+    from ensemble.data import prepare
+
+    d = prepare(frame, "target", n_folds=3, seed=0)
+    oof = pd.read_parquet(run / "oof")
+    for k in range(3):
+        model = Learner.load(run / "models" / "hgb_tuned" / f"fold{k}")
+        got = model.predict(d.X[d.fold == k])[:, 1]
+        want = oof[(oof.member == "hgb_tuned") & (oof.fold == k)].sort_values("row_id")
+        np.testing.assert_allclose(got, want.pred_yes, rtol=1e-9)
+    assert not list((run / "tune" / "folds").rglob("oof.npy"))  # moved or dropped

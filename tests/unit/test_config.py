@@ -6,14 +6,18 @@ from ensemble.exceptions import ConfigError
 
 def test_defaults_are_valid_and_documented():
     c = RunConfig()
-    assert c.n_folds == 5 and c.holdout == 0.2 and c.learners == DEFAULT_LEARNERS
+    assert c.n_folds == 5 and c.holdout == 0.0 and c.learners == DEFAULT_LEARNERS
+    assert c.portfolio and c.repeats is None
+    assert RunConfig(holdout=0.2).holdout == 0.2
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"n_folds": 1}, r"`n_folds` must be an integer >= 2; got 1"),
-        ({"holdout": 1.5}, r"`holdout` must be a fraction in \(0, 1\); got 1.5"),
+        ({"holdout": 1.5}, r"`holdout` must be a fraction in \[0, 1\); got 1.5"),
+        ({"holdout": -0.1}, r"`holdout` must be a fraction in \[0, 1\); got -0.1"),
+        ({"repeats": 0}, r"`repeats` must be an integer >= 1; got 0"),
         ({"time_limit": 0}, r"`time_limit` must be > 0 seconds; got 0"),
         ({"task": "ranking"}, r"`task` must be one of auto, binary"),
         ({"learners": ("lgbn",)}, r"unknown learner 'lgbn' \(did you mean 'lgbm'\?\)"),

@@ -83,18 +83,40 @@ def test_schema_transform_unseen_category_is_missing():
     assert FeatureSchema.from_dict(schema.to_dict()) == schema
 
 
-def test_constant_and_empty_columns_are_refused_with_the_fix():
+def test_constant_and_empty_columns_are_dropped_with_a_warning(caplog):
     frame = make_table(100)
     frame["const"] = 1
-    with pytest.raises(
-        DataError, match=r"'const' is constant \(1\);.*--drop-columns const"
-    ):
-        prepare(frame, "target", n_folds=3)
     frame["empty"] = np.nan
-    with pytest.raises(DataError, match=r"'empty' is empty.*--drop-columns empty"):
-        prepare(frame, "target", n_folds=3)
-    d = prepare(frame, "target", n_folds=3, drop_columns=("const", "empty"))
+    with caplog.at_level("WARNING", logger="ensemble.data"):
+        d = prepare(frame, "target", n_folds=3)
+    assert d.dropped_columns == {"const": "constant", "empty": "empty"}
     assert "const" not in d.schema.columns and "empty" not in d.schema.columns
+    assert d.X.shape[1] == 3
+    assert "dropped 1 constant feature column(s): const" in caplog.text
+    assert "dropped 1 empty feature column(s): empty" in caplog.text
+    # the same as leaving them out by hand
+    by_hand = prepare(frame, "target", n_folds=3, drop_columns=("const", "empty"))
+    np.testing.assert_array_equal(d.X, by_hand.X)
+    assert by_hand.dropped_columns == {}
+
+
+def test_a_table_of_nothing_but_constant_columns_is_refused():
+    frame = pd.DataFrame({"a": [1] * 20, "b": [np.nan] * 20, "target": [0, 1] * 10})
+    with pytest.raises(DataError, match="every feature column is constant or empty"):
+        prepare(frame, "target", n_folds=3)
+
+
+def test_rare_classes_without_a_holdout(caplog):
+    # 3 rows of 'b' in 5 folds: some folds train without it, which is handled
+    frame = _frame_with(target=["a"] * 117 + ["b"] * 3)
+    with caplog.at_level("WARNING", logger="ensemble.data"):
+        d = prepare(frame, "target", n_folds=5)
+    assert "class 'b' has 3 rows, fewer than the 5 folds" in caplog.text
+    assert not d.has_holdout and (d.fold >= 0).all()
+    # one row cannot be both trained on and predicted
+    one = _frame_with(target=["a"] * 119 + ["b"])
+    with pytest.raises(DataError, match="class 'b' has 1 rows, too few for OOF"):
+        prepare(one, "target", n_folds=5)
 
 
 def _frame_with(**changes):
@@ -121,7 +143,11 @@ def _frame_with(**changes):
         ),
         (_frame_with(target="x"), {}, "has a single class"),
         (make_table(8), {"n_folds": 5}, "too few for 5 folds"),
-        (_frame_with(target=["a"] * 117 + ["b"] * 3), {}, "class 'b' has 3 rows"),
+        (
+            _frame_with(target=["a"] * 117 + ["b"] * 3),
+            {"holdout": 0.2},
+            "class 'b' has 3 rows, too few for 5 stratified folds plus a holdout",
+        ),
         (
             _frame_with(target=["a", "b", "c"] * 40),
             {"task": "binary"},
@@ -132,7 +158,11 @@ def _frame_with(**changes):
             {"task": "regression"},
             "is not numeric but task is regression",
         ),
-        (_frame_with(x1=1, x2=np.nan, colour="z"), {}, "'x2' is empty"),
+        (
+            _frame_with(x1=1, x2=np.nan, colour="z"),
+            {},
+            "every feature column is constant or empty",
+        ),
         (make_table(60)[["target"]], {}, "no feature columns besides the target"),
     ],
 )

@@ -79,3 +79,34 @@ def test_fold_ids_cover_every_training_row(task):
     fold = assign_folds(y, task=task, n_folds=3, holdout=0.3, seed=0)
     assert fold.shape == (101,)
     assert (fold >= -1).all() and (fold < 3).all()
+
+
+def test_without_a_holdout_every_row_is_in_a_fold():
+    y = np.array([0, 1] * 50)
+    fold = assign_folds(y, task="binary", n_folds=5, holdout=0.0, seed=0)
+    assert (fold >= 0).all()
+    assert np.bincount(fold).tolist() == [20] * 5
+    for k in range(5):  # stratified
+        assert y[fold == k].mean() == 0.5
+
+
+def test_repeats_deal_the_same_rows_into_new_folds_deterministically():
+    from ensemble.data import repeat_folds
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=300)
+    f0 = assign_folds(y, task="multiclass", n_folds=5, holdout=0.2, seed=4)
+    f1 = repeat_folds(y, f0, task="multiclass", repeat=1, seed=4)
+    f2 = repeat_folds(y, f0, task="multiclass", repeat=2, seed=4)
+    assert repeat_folds(y, f0, task="multiclass", repeat=0, seed=4) is f0
+    # the holdout stays the holdout; the same rows are dealt again
+    np.testing.assert_array_equal(f1 < 0, f0 < 0)
+    assert sorted(np.bincount(f1[f1 >= 0]).tolist()) == sorted(
+        np.bincount(f0[f0 >= 0]).tolist()
+    )
+    assert (f1 != f0).any() and (f2 != f1).any()
+    # the same seed gives the same repeats; another seed other ones
+    np.testing.assert_array_equal(
+        f1, repeat_folds(y, f0, task="multiclass", repeat=1, seed=4)
+    )
+    assert (f1 != repeat_folds(y, f0, task="multiclass", repeat=1, seed=5)).any()

@@ -14,6 +14,7 @@ FAST = {
     "et": {"n_estimators": 20},
     "mlp": {"max_epochs": 5},
     "hgb": {"max_iter": 50},
+    "cat": {"max_rounds": 60},
 }
 
 
@@ -46,7 +47,17 @@ def key(request):
 
 
 def test_registry_has_every_family():
-    assert set(available()) >= {"linear", "rf", "et", "hgb", "lgbm", "xgb", "mlp"}
+    assert set(available()) >= {
+        "linear",
+        "knn",
+        "rf",
+        "et",
+        "hgb",
+        "lgbm",
+        "xgb",
+        "cat",
+        "mlp",
+    }
     with pytest.raises(
         UnknownLearnerError, match="unknown learner 'nope'; valid: linear"
     ):
@@ -126,6 +137,7 @@ def test_capabilities_are_declared(key):
     cls = get(key)
     assert isinstance(cls.uses_gpu, bool)
     assert {k for k, c in ((k, get(k)) for k in available()) if c.uses_gpu} == {
+        "cat",
         "mlp",
         "xgb",
     }
@@ -134,7 +146,7 @@ def test_capabilities_are_declared(key):
     assert set(get("mlp").warm_start_params) <= set(get("mlp").default_params)
 
 
-@pytest.mark.parametrize("key", ["lgbm", "xgb"])
+@pytest.mark.parametrize("key", ["lgbm", "xgb", "cat"])
 def test_time_box_stops_boosting_and_a_roomy_box_changes_nothing(key):
     from dataclasses import replace
 
@@ -147,11 +159,11 @@ def test_time_box_stops_boosting_and_a_roomy_box_changes_nothing(key):
     # A spent box: one round, no refit, flagged; still a valid model.
     spent = get(key)({}, context=replace(ctx, time_box_s=0.0)).fit(X[:200], y[:200])
     assert spent.truncated_
-    rounds = (
-        spent.model_.best_iteration
-        if key == "lgbm"
-        else spent.model_.num_boosted_rounds()
-    )
+    rounds = {
+        "lgbm": lambda m: m.best_iteration,
+        "xgb": lambda m: m.num_boosted_rounds(),
+        "cat": lambda m: m.tree_count_,
+    }[key](spent.model_)
     assert rounds == 1
     pred = spent.predict(X[200:])
     np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-6)
@@ -170,4 +182,13 @@ def test_time_box_refit_only_when_it_fits():
 
 
 def test_only_the_boosters_are_time_boxed():
-    assert sorted(k for k in available() if get(k).time_boxed) == ["lgbm", "xgb"]
+    boxed = sorted(k for k in available() if get(k).time_boxed)
+    assert boxed == ["cat", "lgbm", "xgb"]
+
+
+def test_portfolio_configurations_are_valid_and_differ_from_the_defaults(key):
+    cls = get(key)
+    for name, params in cls.portfolio.items():
+        merged = cls.check_params(params)  # unknown names would raise
+        assert merged != cls.default_params, name
+        assert name.isidentifier() and name != "tuned"

@@ -1,0 +1,546 @@
+"""The members of a run: the portfolio, a search where it pays, repeats.
+
+Three stages, each a function of the :class:`~ensemble.context.RunContext`
+and of what the stages before it fitted (:class:`Fitted`):
+
+1. :func:`fit_portfolio`: every family's defaults and portfolio
+   configurations, fitted on the fit pool in value order;
+2. :func:`search`: Ray Tune on the families that lead the OOF leaderboard
+   (``ensemble.budget.search_plan``); a chosen trial's folds are reused when
+   they are the run's own folds;
+3. :func:`repeat`: the strongest members fitted again on fresh fold
+   assignments while time is left, kept where the averaged OOF score gains.
+
+How much time each gets is ``ensemble.budget``'s to say.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import budget as budget_mod
+from . import leaderboard as lb
+from . import storage
+from .artifacts import fold_name
+from .context import RunContext
+from .data import repeat_folds
+from .exceptions import BaseLearnerFailed
+from .learners import get
+from .metrics import score, to_loss
+from .specs import FitOutcome, FitResult, FitTask, MemberSpec
+
+__all__ = ["Fitted", "fit_portfolio", "portfolio", "repeat", "search"]
+
+logger = logging.getLogger(__name__)
+
+#: Trials per family when a run tunes without a time limit or ``n_trials``.
+DEFAULT_TRIALS = 10
+
+
+@dataclass
+class Fitted:
+    """The members fitted so far.
+
+    Attributes
+    ----------
+    specs : list of MemberSpec
+        Members with every fold fitted, in the order they were planned.
+    results : list of FitResult
+        Their fits, every repeat kept.
+    folds : list of ndarray
+        Fold ids of every row in each repeat (``folds[0]``: the run's folds).
+    failed : dict
+        Member → reason, for members dropped after a failed fit.
+    skipped : list of str
+        Members the time limit left out.
+    slots : int
+        Fits the cluster ran at once.
+    """
+
+    specs: list[MemberSpec]
+    results: list[FitResult]
+    folds: list[np.ndarray]
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    slots: int = 1
+
+    def of(self, member: str) -> list[FitResult]:
+        """The fits of ``member``."""
+        return [r for r in self.results if r.member == member]
+
+    def losses(self, ctx: RunContext) -> dict[str, float]:
+        """Each member's OOF loss (its repeats averaged)."""
+        y = ctx.data.y[ctx.train_rows]
+        return {
+            s.name: to_loss(
+                ctx.metric,
+                score(
+                    ctx.metric,
+                    y,
+                    lb.member_oof(self.of(s.name), self.folds),
+                    ctx.data.n_classes,
+                ),
+            )
+            for s in self.specs
+        }
+
+
+# -- 1. the portfolio -----------------------------------------------------------
+
+
+def portfolio(ctx: RunContext) -> list[MemberSpec]:
+    """Every family's defaults, then its portfolio configurations.
+
+    A user's ``learner_params`` for a family apply to all its configurations.
+    """
+    config = ctx.config
+    specs = []
+    for key in config.learners:
+        cls = get(key)
+        fixed = dict(config.learner_params.get(key, {}))
+        specs.append(MemberSpec(key, key, cls.check_params(fixed)))
+        if config.portfolio:
+            for name, params in cls.portfolio.items():
+                merged = cls.check_params({**params, **fixed})
+                specs.append(MemberSpec(f"{key}_{name}", key, merged))
+    if ctx.warm is not None:
+        specs = [ctx.warm.adapt(spec) for spec in specs]
+    return specs
+
+
+def fit_portfolio(ctx: RunContext) -> Fitted:
+    """Fit the portfolio on the run's folds; raise if no member survived."""
+    specs = portfolio(ctx)
+    folds = [ctx.data.fold]
+    outcome = _fit(ctx, _tasks(ctx, specs), folds)
+    _raise_if_empty(outcome)
+    done = {r.member for r in outcome.results}
+    kept = [s for s in specs if s.name in done]
+    return Fitted(
+        kept, outcome.results, folds, outcome.failed, outcome.skipped, outcome.slots
+    )
+
+
+def _tasks(ctx: RunContext, specs: list[MemberSpec], repeat: int = 0) -> list[FitTask]:
+    """One task per (member, fold); under a deadline, queued by value."""
+    data = ctx.data
+    shape = (ctx.fold_rows, data.X.shape[1], data.n_classes)
+    deadline = ctx.budget.fits_start_by is not None
+    tasks = []
+    for spec in specs:
+        cls = get(spec.learner)
+        cost = spec.fold_s or budget_mod.fold_seconds(spec.learner, *shape)
+        rank = budget_mod.value_rank(spec.name, spec.learner)
+        priority = budget_mod.priority(rank, cost) if deadline else 0.0
+        for k in range(ctx.config.n_folds):
+            state = ctx.warm.state(spec.name, spec.learner, k) if ctx.warm else None
+            tasks.append(
+                FitTask(
+                    member=spec.name,
+                    learner=spec.learner,
+                    params=spec.params,
+                    fold=k,
+                    cost=cost,
+                    uses_gpu=cls.uses_gpu,
+                    priority=priority,
+                    time_boxed=cls.time_boxed,
+                    init_state=state,
+                    repeat=repeat,
+                )
+            )
+    return tasks
+
+
+def _fit(ctx: RunContext, tasks: list[FitTask], folds: list[np.ndarray]) -> FitOutcome:
+    """Fit ``tasks`` on the fit pool, checkpointing each fit as it arrives.
+
+    A resumed run does not fit again the folds whose member, repeat, fold and
+    parameters match a checkpoint. A task's ``member`` may be ``name@r`` (a
+    repeat, planned as a unit of its own); results carry the plain name.
+    """
+    from .pool import FitPool, put_data
+
+    reused = _checkpointed(ctx, tasks)
+    todo = [t for t in tasks if _task_key(t) not in reused]
+    if reused:
+        logger.info("resume: %d fits reused, %d to run", len(reused), len(todo))
+    params_of = {t.member: t.params for t in tasks}
+    for r in reused.values():
+        _notify(ctx, r)
+
+    def on_result(result: FitResult, n_done: int, n_total: int) -> None:
+        result = _plain(result)
+        ctx.run.save_checkpoint(
+            _checkpoint_name(result),
+            {"params": params_of[_pool_name(result)], "result": result},
+        )
+        _notify(ctx, result)
+
+    data = ctx.data
+    pool = FitPool(
+        put_data(data.X, data.y, *folds),
+        ctx.fit_context,
+        lambda name, k: ctx.run.model_target(
+            _split_name(name)[0], k, _split_name(name)[1]
+        ),
+        cpus_per_fit=ctx.config.cpus_per_fit,
+        start_by=ctx.budget.fits_start_by,
+        finish_by=ctx.budget.fits_finish_by,
+        on_result=on_result,
+        env_vars=storage.credentials_env() if ctx.run.remote is not None else None,
+        # Repeats past the deadline are expected, not news.
+        quiet=any(t.repeat for t in tasks),
+    )
+    ctx.progress_total += len(todo)
+    t0 = time.monotonic()
+    outcome = pool.run(todo)
+    ctx.fit_wall += time.monotonic() - t0
+    dropped = set(outcome.failed) | set(outcome.skipped)
+    outcome.results = sorted(
+        [*map(_plain, outcome.results)]
+        + [r for key, r in reused.items() if _pool_key(key) not in dropped],
+        key=lambda r: (r.member, r.repeat, r.fold),
+    )
+    for member, reason in outcome.failed.items():
+        logger.warning("member %s dropped: %s", member, reason)
+    return outcome
+
+
+def _notify(ctx: RunContext, result: FitResult) -> None:
+    ctx.progress_done += 1
+    if ctx.on_fit is not None:
+        ctx.on_fit(result, ctx.progress_done, max(ctx.progress_total, 1))
+
+
+def _split_name(name: str) -> tuple[str, int]:
+    """``name@r`` → ``(name, r)``; a plain name is repeat 0."""
+    member, _, rep = name.partition("@")
+    return member, int(rep or 0)
+
+
+def _pool_name(result: FitResult) -> str:
+    return result.member if result.repeat == 0 else f"{result.member}@{result.repeat}"
+
+
+def _plain(result: FitResult) -> FitResult:
+    """A result of a ``name@r`` task, as the member's own (repeat ``r``)."""
+    member, rep = _split_name(result.member)
+    return replace(result, member=member, repeat=rep) if rep else result
+
+
+def _task_key(t: FitTask) -> tuple[str, int, int]:
+    return (_split_name(t.member)[0], t.repeat, t.fold)
+
+
+def _pool_key(key: tuple[str, int, int]) -> str:
+    member, rep, _ = key
+    return member if rep == 0 else f"{member}@{rep}"
+
+
+def _checkpoint_name(r: FitResult) -> str:
+    return f"fits/{r.member}/{fold_name(r.fold, r.repeat)}.pkl"
+
+
+def _checkpointed(
+    ctx: RunContext, tasks: list[FitTask]
+) -> dict[tuple[str, int, int], FitResult]:
+    """Fits an interrupted run finished, for the tasks whose parameters match."""
+    if not ctx.resume:
+        return {}
+    saved: dict[tuple[str, int, int], tuple[dict[str, Any], FitResult]] = {}
+    for entry in ctx.run.load_checkpoints("fits/"):
+        r = entry["result"]
+        r.resumed = True
+        saved[(r.member, r.repeat, r.fold)] = (entry["params"], r)
+    out = {}
+    for t in tasks:
+        hit = saved.get(_task_key(t))
+        if hit is not None and hit[0] == t.params:
+            out[_task_key(t)] = hit[1]
+    return out
+
+
+def _raise_if_empty(outcome: FitOutcome) -> None:
+    if outcome.results:
+        return
+    first = next(iter(outcome.failed.items()), None)
+    if first:
+        raise BaseLearnerFailed(first[0], -1, first[1])
+    raise BaseLearnerFailed(
+        "*",
+        -1,
+        "the time limit ended the run before any member finished every fold; "
+        "raise --time-limit",
+    )
+
+
+# -- 2. the search ------------------------------------------------------------------
+
+
+def search(ctx: RunContext, fitted: Fitted) -> Fitted:
+    """Tune the families where it pays; add their best trials as members.
+
+    Writes ``trials.parquet`` (empty when nothing is searched).
+    """
+    from .tune import empty_trials
+
+    tuned: list[MemberSpec] = []
+    saved = ctx.run.load_checkpoints("tuned.pkl") if ctx.resume else []
+    if saved:
+        tuned = list(saved[0])
+        logger.info("resume: %d tuned members from the earlier search", len(tuned))
+    elif ctx.config.tuning:
+        plan = _search_plan(ctx, fitted)
+        if plan:
+            tuned = _tune(ctx, fitted, plan)
+        ctx.run.save_checkpoint("tuned.pkl", tuned)
+    if not (ctx.run.path / "trials.parquet").exists():
+        ctx.run.write_table("trials.parquet", empty_trials())
+    if not tuned:
+        return fitted
+    reused = [s for s in tuned if s.trial_dir]
+    results: list[FitResult] = []
+    for spec in reused:
+        # A resumed run took them from the trial already: its checkpoints hold them.
+        done = _checkpointed(ctx, _tasks(ctx, [spec]))
+        if len(done) == ctx.config.n_folds:
+            results += list(done.values())
+        else:
+            results += _trial_results(ctx, spec)
+    # The other trials' folds were only worth keeping until the choice.
+    shutil.rmtree(ctx.run.path / "tune" / "folds", ignore_errors=True)
+    others = [s for s in tuned if not s.trial_dir]
+    outcome = _fit(ctx, _tasks(ctx, others), fitted.folds) if others else None
+    if outcome is not None:
+        results += outcome.results
+    names = {r.member for r in results}
+    return Fitted(
+        fitted.specs + [s for s in tuned if s.name in names],
+        fitted.results + results,
+        fitted.folds,
+        {**fitted.failed, **(outcome.failed if outcome else {})},
+        fitted.skipped + (outcome.skipped if outcome else []),
+        fitted.slots,
+    )
+
+
+def _search_plan(ctx: RunContext, fitted: Fitted) -> dict[str, float | None]:
+    """Family → seconds of search (None: ``n_trials`` without a limit)."""
+    from .pool import cluster_slots
+
+    searchable = [k for k in ctx.config.learners if get(k).search_space]
+    if ctx.budget.limit is None:
+        return dict.fromkeys(searchable)
+    search_s = ctx.budget.search_seconds(time.monotonic())
+    losses: dict[str, float] = {}
+    trial_s: dict[str, float] = {}
+    member_loss = fitted.losses(ctx)
+    for key in searchable:
+        mine = [s.name for s in fitted.specs if s.learner == key]
+        default = fitted.of(key)
+        if not mine or not default:
+            continue
+        losses[key] = min(member_loss[m] for m in mine)
+        fold_s = float(np.mean([r.fit_s + r.predict_s for r in default]))
+        trial_s[key] = fold_s * ctx.config.n_folds
+    n_cpus = cluster_slots(1)
+    plan = budget_mod.search_plan(losses, trial_s, search_s, n_cpus)
+    if plan:
+        logger.info(
+            "search: %s",
+            ", ".join(f"{k} {s:.0f} s" for k, s in plan.items()),
+        )
+    return dict(plan)
+
+
+def _tune(
+    ctx: RunContext, fitted: Fitted, plan: dict[str, float | None]
+) -> list[MemberSpec]:
+    from .tune import tune_learners
+
+    config, data = ctx.config, ctx.data
+    train = data.fold >= 0  # the holdout rows never reach a trial
+    member_loss = fitted.losses(ctx)
+    known = {
+        key: [(s.params, member_loss[s.name]) for s in fitted.specs if s.learner == key]
+        for key in plan
+    }
+    # Trials reuse is for the run's own folds on a local run directory: with a
+    # holdout, a trial has not predicted the holdout rows.
+    reuse = not data.has_holdout and ctx.run.remote is None
+    outcome = tune_learners(
+        plan,
+        data.X[train],
+        data.y[train],
+        data.fold[train],
+        ctx.fit_context,
+        metric=ctx.metric,
+        storage=ctx.run.path / "tune",
+        n_trials=config.n_trials
+        or (DEFAULT_TRIALS if ctx.budget.limit is None else None),
+        top_n=config.top_n,
+        search=config.search,
+        seed=config.seed,
+        fixed_params={k: dict(v) for k, v in config.learner_params.items()},
+        known=known,
+        save_dir=ctx.run.path / "tune" / "folds" if reuse else None,
+        on_trial=ctx.on_trial,
+        verbose=config.verbose,
+        resume=ctx.resume,
+    )
+    ctx.run.write_table("trials.parquet", outcome.trials)
+    if (ctx.run.path / "tune").is_dir():
+        ctx.run.sync("tune")
+    return outcome.members
+
+
+def _trial_results(ctx: RunContext, spec: MemberSpec) -> list[FitResult]:
+    """A chosen trial's saved folds as the member's fits (moved into models/)."""
+    assert spec.trial_dir is not None
+    n_classes = ctx.data.n_classes
+    empty = np.empty((0, n_classes) if n_classes else (0,))
+    results = []
+    for k in range(ctx.config.n_folds):
+        src = Path(spec.trial_dir) / f"fold{k}"
+        info = json.loads((src / "fit.json").read_text())
+        oof = np.load(src / "oof.npy")
+        (src / "fit.json").unlink()
+        (src / "oof.npy").unlink()
+        target = ctx.run.model_dir(spec.name, k)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(src), str(target))
+        fold = ctx.data.fold
+        result = FitResult(
+            member=spec.name,
+            learner=spec.learner,
+            fold=k,
+            oof_pred=oof,
+            holdout_pred=empty,
+            node_id=str(info["node_id"]),
+            worker=str(info["worker"]),
+            gpu=False,
+            started_at=datetime.fromisoformat(info["started_at"]),
+            fit_s=float(info["fit_s"]),
+            predict_s=float(info["predict_s"]),
+            n_train=int(((fold >= 0) & (fold != k)).sum()),
+            truncated=bool(info["truncated"]),
+        )
+        ctx.run.save_checkpoint(
+            _checkpoint_name(result), {"params": spec.params, "result": result}
+        )
+        results.append(result)
+    ctx.run.sync(f"models/{spec.name}")
+    return results
+
+
+# -- 3. repeats ---------------------------------------------------------------------
+
+
+def repeat(ctx: RunContext, fitted: Fitted) -> Fitted:
+    """Fit the strongest members again on fresh fold assignments.
+
+    Under a time limit the repeats run until the fits' ``start_by`` (up to
+    ``config.repeats`` or :data:`ensemble.budget.MAX_REPEATS` per member);
+    without one, every member gets ``config.repeats`` (default 1: none). A
+    member keeps its repeats while each makes its averaged OOF score better;
+    the fold models of a repeat it does not keep are deleted.
+    """
+    config, budget, data = ctx.config, ctx.budget, ctx.data
+    limited = budget.limit is not None
+    n = config.repeats or (budget_mod.MAX_REPEATS if limited else 1)
+    if n <= 1:
+        return fitted
+    start_by = budget.fits_start_by
+    if start_by is not None and time.monotonic() >= start_by:
+        return fitted
+    losses = fitted.losses(ctx)
+    members = budget_mod.repeat_candidates(losses) if limited else list(losses)
+    folds = [fitted.folds[0]] + [
+        repeat_folds(data.y, data.fold, task=data.task, repeat=r, seed=config.seed)
+        for r in range(1, n)
+    ]
+    tasks = _repeat_tasks(ctx, fitted, members, n)
+    outcome = _fit(ctx, tasks, folds)
+    kept = _kept_repeats(ctx, fitted, outcome.results, folds)
+    return Fitted(
+        fitted.specs,
+        fitted.results + kept,
+        folds,
+        fitted.failed,
+        fitted.skipped,
+        fitted.slots,
+    )
+
+
+def _repeat_tasks(
+    ctx: RunContext, fitted: Fitted, members: list[str], n: int
+) -> list[FitTask]:
+    """Repeat ``r`` of every member before repeat ``r + 1`` of any."""
+    specs = {s.name: s for s in fitted.specs}
+    tasks = []
+    for r in range(1, n):
+        for rank, name in enumerate(members):
+            mine = fitted.of(name)
+            fold_s = float(np.mean([x.fit_s + x.predict_s for x in mine]))
+            spec = replace(specs[name], name=f"{name}@{r}", fold_s=fold_s)
+            for t in _tasks(ctx, [spec], repeat=r):
+                priority = r * len(members) + rank if ctx.budget.limit else 0.0
+                tasks.append(replace(t, priority=priority))
+    return tasks
+
+
+def _kept_repeats(
+    ctx: RunContext,
+    fitted: Fitted,
+    results: list[FitResult],
+    folds: list[np.ndarray],
+) -> list[FitResult]:
+    """The repeats that made each member's averaged OOF score better.
+
+    Repeats are added in order while each one lowers the member's OOF loss;
+    the others' fold models are deleted (the fitted ensemble averages every
+    fold model it finds).
+    """
+    y = ctx.data.y[ctx.train_rows]
+    k = ctx.data.n_classes
+    kept: list[FitResult] = []
+    for name in sorted({r.member for r in results}):
+        mine = fitted.of(name)
+        loss = to_loss(ctx.metric, score(ctx.metric, y, lb.member_oof(mine, folds), k))
+        n_folds = ctx.config.n_folds
+        for rep in sorted({r.repeat for r in results if r.member == name}):
+            extra = [r for r in results if r.member == name and r.repeat == rep]
+            if len(extra) < n_folds:
+                break
+            trial = to_loss(
+                ctx.metric,
+                score(ctx.metric, y, lb.member_oof(mine + extra, folds), k),
+            )
+            if not trial < loss:
+                break
+            mine, loss = mine + extra, trial
+            kept += extra
+    dropped = [r for r in results if r not in kept]
+    for r in dropped:
+        shutil.rmtree(ctx.run.model_dir(r.member, r.fold, r.repeat), ignore_errors=True)
+        if ctx.run.remote is not None:
+            target = ctx.run.model_target(r.member, r.fold, r.repeat)
+            storage.remove(target)
+    if kept:
+        logger.info(
+            "repeats: %d fits kept of %d (members %s)",
+            len(kept),
+            len(results),
+            ", ".join(sorted({r.member for r in kept})),
+        )
+    return kept
