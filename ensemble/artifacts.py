@@ -141,6 +141,14 @@ def fold_dirs(member_dir: Path) -> list[Path]:
     return sorted((p for p in member_dir.glob("*fold*") if p.is_dir()), key=order)
 
 
+def _was_temporary(path: Path) -> bool:
+    """Whether ``path`` was a run in an estimator's temporary directory."""
+    parent = path.absolute().parent
+    return parent.parent == Path(tempfile.gettempdir()) and parent.name.startswith(
+        "ensemble-"
+    )
+
+
 def _tmp_name(target: Path) -> Path:
     return target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
 
@@ -216,7 +224,13 @@ class RunDirectory:
             return cls(storage.local_copy(uri), remote=uri)
         path = Path(location)
         if not path.exists():
-            raise RunStateError(f"run directory {str(location)!r} does not exist")
+            hint = ""
+            if _was_temporary(path):
+                hint = (
+                    ": it was the temporary run of an estimator fitted without "
+                    "out=, removed with the estimator; fit with out=DIR to keep it"
+                )
+            raise RunStateError(f"run directory {str(location)!r} does not exist{hint}")
         return cls(path)
 
     # -- writing -------------------------------------------------------------
@@ -323,6 +337,25 @@ class RunDirectory:
         run = cls(path)
         run.read_manifest()  # a clear error when it is not a run directory
         return run
+
+    @staticmethod
+    def peek(location: str | os.PathLike[str]) -> tuple[dict[str, Any], str, str]:
+        """``(manifest, out, run_id)`` of the run at ``location``, read in place.
+
+        Unlike :meth:`open`, a URI run is not copied: nothing is left behind by
+        a look at its manifest.
+        """
+        if storage.is_uri(location):
+            uri = str(location)
+            target = storage.join(uri, "manifest.json")
+            if not storage.exists(target):
+                raise RunStateError(
+                    f"{uri!r} is not a run directory (no manifest.json)"
+                )
+            out, run_id = storage.parent_and_name(uri)
+            return json.loads(storage.read_bytes(target)), out, run_id
+        run = RunDirectory(location)
+        return run.read_manifest(), run.out, run.run_id
 
     def lock(self) -> _RunLock:
         """An exclusive lock held by the process working on the run.

@@ -141,6 +141,12 @@ def fit(
             "(same feature schema)."
         ),
     ] = None,
+    report: Annotated[
+        bool | None,
+        typer.Option(
+            "--report/--no-report", help="Write report.html at the end (default)."
+        ),
+    ] = None,
     config_json: Annotated[
         str | None,
         typer.Option(hidden=True, help="The whole config as JSON (ensemble submit)."),
@@ -227,7 +233,7 @@ def _parse_bytes(text: str) -> int:
 def _already_complete(run_dir: str) -> bool:
     from .artifacts import RunDirectory
 
-    manifest = RunDirectory.open(run_dir).read_manifest()
+    manifest = RunDirectory.peek(run_dir)[0]
     if manifest.get("status") == "complete":
         console.print(
             f"run {manifest.get('run_id')} is already complete; nothing to do"
@@ -427,6 +433,7 @@ _FLAG_FIELDS = {
     "address": "address",
     "run_id": "run_id",
     "warm_start": "warm_start",
+    "report": "report",
 }
 
 

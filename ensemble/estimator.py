@@ -1,15 +1,23 @@
 """scikit-learn estimators backed by a full ``ensemble`` run on Ray.
 
 ``EnsembleClassifier().fit(X, y)`` runs the same pipeline as ``ensemble fit``
-(folds, Ray actors, fusion, a run directory) and then predicts in-process with
-the chosen model; ``ensemble.load(run_dir)`` turns any complete run directory
-back into a fitted estimator.
+(folds, Ray, fusion, a run directory) and then predicts in-process with the
+chosen model, held in memory; ``ensemble.load(run_dir)`` turns any complete run
+directory back into a fitted estimator.
+
+Without ``out=`` the run directory is a temporary one that the estimator owns:
+it is removed when the estimator is garbage-collected (or the interpreter
+exits), so a loop of fits (``cross_val_score``, ``GridSearchCV``, ``clone``)
+leaves nothing behind. A pickled estimator carries its models and predicts
+after its temporary run is gone.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +32,9 @@ from .exceptions import DataError
 __all__ = ["EnsembleClassifier", "EnsembleRegressor", "load"]
 
 _TARGET = "__ensemble_target__"
+#: Name prefix of the temporary run directories of estimators fitted without
+#: ``out=`` (``ensemble.load`` recognises a removed one).
+TEMP_PREFIX = "ensemble-"
 
 
 class _EnsembleBase(BaseEstimator):
@@ -107,6 +118,7 @@ class _EnsembleBase(BaseEstimator):
 
         if _TARGET in frame.columns:
             raise ValueError(f"a feature column may not be named {_TARGET!r}")
+        self._release_run()  # a refit lets go of the previous temporary run
         self._columns = list(frame.columns)
         table = frame.copy()
         table[_TARGET] = y
@@ -114,7 +126,7 @@ class _EnsembleBase(BaseEstimator):
             data=None,
             target=_TARGET,
             task=task,
-            out=self.out or tempfile.mkdtemp(prefix="ensemble-"),
+            out=self.out or "",  # a temporary directory once the data is valid
             learners=tuple(self.learners or DEFAULT_LEARNERS),
             fusions=tuple(DEFAULT_FUSIONS if self.fusions is None else self.fusions),
             portfolio=self.portfolio,
@@ -140,11 +152,34 @@ class _EnsembleBase(BaseEstimator):
             data_sha256=pd.util.hash_pandas_object(table).sum().astype(str),
         )
         runtime.connect(self.address, verbose=self.verbose)  # kept for later fits
-        result = fit_run(config, data=data)
+        out = self.out or tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        try:
+            result = fit_run(config.replace(out=out), data=data)
+        except BaseException:
+            if self.out is None:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         self.run_dir_ = result.run_dir.location
         self.best_ = result.best
         self.leaderboard_ = result.leaderboard
-        self.ensemble_ = FittedEnsemble(self.run_dir_)
+        self.ensemble_ = FittedEnsemble(self.run_dir_)  # every model in memory
+        if self.out is None:
+            # The run is this estimator's: it goes when the estimator does (or
+            # at exit). No reference to self, or it would never be collected.
+            self._run_owner = weakref.finalize(self, shutil.rmtree, out, True)
+
+    def _release_run(self) -> None:
+        """Remove the temporary run this estimator owns, if any, now."""
+        owner = self.__dict__.pop("_run_owner", None)
+        if owner is not None:
+            owner()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The models travel in the pickle (ensemble_ holds them in memory); the
+        # ownership of a temporary directory does not.
+        state = dict(super().__getstate__())
+        state.pop("_run_owner", None)
+        return state
 
     def _raw_predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "ensemble_")

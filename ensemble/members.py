@@ -174,8 +174,9 @@ def _fit(ctx: RunContext, tasks: list[FitTask], folds: list[np.ndarray]) -> FitO
     if reused:
         logger.info("resume: %d fits reused, %d to run", len(reused), len(todo))
     params_of = {t.member: t.params for t in tasks}
-    for r in reused.values():
-        _notify(ctx, r)
+    # Reused fits count as done: the hook reports the fits that run now.
+    ctx.progress_done += len(reused)
+    ctx.progress_total += len(reused)
 
     def on_result(result: FitResult, n_done: int, n_total: int) -> None:
         result = _plain(result)
@@ -443,6 +444,28 @@ def _trial_results(ctx: RunContext, spec: MemberSpec) -> list[FitResult]:
     return results
 
 
+def _helps(
+    ctx: RunContext, y: np.ndarray, fold: np.ndarray, old: np.ndarray, new: np.ndarray
+) -> bool:
+    """Whether ``new`` OOF predictions are no worse than ``old`` beyond noise."""
+    metric, k = ctx.metric, ctx.data.n_classes
+    diff = np.array(
+        [
+            to_loss(metric, a) - to_loss(metric, b)
+            for a, b in zip(
+                lb.fold_scores(metric, y, new, fold, k),
+                lb.fold_scores(metric, y, old, fold, k),
+                strict=True,
+            )
+        ]
+    )
+    worse = to_loss(metric, score(metric, y, new, k)) - to_loss(
+        metric, score(metric, y, old, k)
+    )
+    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return bool(worse <= lb.CHOICE_SE * se)
+
+
 # -- 3. repeats ---------------------------------------------------------------------
 
 
@@ -505,32 +528,35 @@ def _kept_repeats(
     results: list[FitResult],
     folds: list[np.ndarray],
 ) -> list[FitResult]:
-    """The repeats that made each member's averaged OOF score better.
+    """The repeats that do not make each member's averaged OOF score worse.
 
-    Repeats are added in order while each one lowers the member's OOF loss;
-    the others' fold models are deleted (the fitted ensemble averages every
-    fold model it finds).
+    Averaging fold assignments lowers a member's variance, so a repeat is kept
+    unless its member's OOF loss with it is worse than without it by more than
+    the noise (one standard error of the per-fold difference, as in
+    :func:`ensemble.leaderboard.choose`): a repeat cut short by the time
+    limit, say. Repeats are added in order; the first one left out ends the
+    member's. The fold models of the repeats left out are deleted (the fitted
+    ensemble averages every fold model it finds).
     """
     y = ctx.data.y[ctx.train_rows]
-    k = ctx.data.n_classes
+    fold0 = folds[0][ctx.train_rows]
     kept: list[FitResult] = []
     for name in sorted({r.member for r in results}):
         mine = fitted.of(name)
-        loss = to_loss(ctx.metric, score(ctx.metric, y, lb.member_oof(mine, folds), k))
-        n_folds = ctx.config.n_folds
         for rep in sorted({r.repeat for r in results if r.member == name}):
             extra = [r for r in results if r.member == name and r.repeat == rep]
-            if len(extra) < n_folds:
+            if len(extra) < ctx.config.n_folds or not _helps(
+                ctx,
+                y,
+                fold0,
+                lb.member_oof(mine, folds),
+                lb.member_oof(mine + extra, folds),
+            ):
                 break
-            trial = to_loss(
-                ctx.metric,
-                score(ctx.metric, y, lb.member_oof(mine + extra, folds), k),
-            )
-            if not trial < loss:
-                break
-            mine, loss = mine + extra, trial
+            mine = mine + extra
             kept += extra
-    dropped = [r for r in results if r not in kept]
+    kept_ids = {id(r) for r in kept}
+    dropped = [r for r in results if id(r) not in kept_ids]
     for r in dropped:
         shutil.rmtree(ctx.run.model_dir(r.member, r.fold, r.repeat), ignore_errors=True)
         if ctx.run.remote is not None:

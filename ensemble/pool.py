@@ -176,8 +176,7 @@ class FitPool:
                     break  # nothing runs; what is left is held back by the plan
                 self._wait()
         finally:
-            for ref in self.running:
-                ray.cancel(ref, force=True)
+            _stop(list(self.running))
         return self._outcome()
 
     def _start(self, tasks: Sequence[FitTask]) -> None:
@@ -358,7 +357,10 @@ class FitPool:
         for ref, (slot, t) in list(self.running.items()):
             if t.member in drop:
                 del self.running[ref]
-                ray.cancel(ref, force=True)  # kills the fit's process
+                # Raised inside the fit at its next step (a boosting round, a
+                # tree, a batch): it cleans up, and the slot's next task waits
+                # in Ray's queue the moment it takes.
+                ray.cancel(ref)
                 self.free.append(slot)
 
     def _outcome(self) -> FitOutcome:
@@ -375,6 +377,22 @@ class FitPool:
         return FitOutcome(
             kept, self.failed, sorted(self.skipped - set(self.failed)), len(self.slots)
         )
+
+
+#: Seconds a cancelled fit gets to stop by itself (and remove its temporary
+#: files) before its process is killed, when the pool ends with fits running.
+STOP_GRACE_S = 2.0
+
+
+def _stop(refs: list[Any]) -> None:
+    """Cancel running fits: politely, then by killing what did not stop."""
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
+    for ref in left:
+        ray.cancel(ref, force=True)
 
 
 def _queue_order(t: FitTask) -> tuple[float, float]:

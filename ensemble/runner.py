@@ -120,8 +120,8 @@ def resume_config(
     ConfigError
         When an override differs from the run's configuration.
     """
-    run = RunDirectory.open(run_dir)
-    saved = dict(run.read_manifest().get("config") or {})
+    manifest, out, run_id = RunDirectory.peek(run_dir)
+    saved = dict(manifest.get("config") or {})
     config = RunConfig.from_dict(saved)
     changes = {k: v for k, v in (overrides or {}).items() if v is not None}
     if changes:
@@ -130,14 +130,14 @@ def resume_config(
         k = _first_difference(base, given)
         if k is not None:
             raise ConfigError(
-                f"--resume continues run {run.run_id!r} with its own config, but "
+                f"--resume continues run {run_id!r} with its own config, but "
                 f"`{k}` is {given[k]!r} here and {base[k]!r} in the run; drop the "
                 "option, or start a new run"
             )
         config = config.replace(
             **{k: v for k, v in changes.items() if k in ("verbose", "address")}
         )
-    return config.replace(out=run.out, run_id=run.run_id)
+    return config.replace(out=out, run_id=run_id)
 
 
 def fit_run(
@@ -183,13 +183,20 @@ def fit_run(
         data = load_and_prepare(config)
     metric, warm = _check_before_writing(config, data)
     run = _open_run(config, resume)
-    with run.lock():
-        if resume:
-            _check_resumable(run, config, data)
-        ctx = RunContext(
-            config, data, run, metric, budget, on_fit, on_trial, resume, warm
-        )
-        return _locked_run(ctx)
+    try:
+        with run.lock():
+            if resume:
+                _check_resumable(run, config, data)
+            ctx = RunContext(
+                config, data, run, metric, budget, on_fit, on_trial, resume, warm
+            )
+            return _locked_run(ctx)
+    finally:
+        if run.remote is not None:
+            # Every file was uploaded as it was written (the manifest last,
+            # `complete` or `failed`): the local staging copy has served, on
+            # success and on failure alike.
+            shutil.rmtree(run.path.parent, ignore_errors=True)
 
 
 def _check_before_writing(
@@ -285,8 +292,6 @@ def _locked_run(ctx: RunContext) -> RunResult:
     run.clear_checkpoints()
     if ctx.config.report:
         _write_report(run)
-    if run.remote is not None:  # everything is uploaded: drop the staging copy
-        shutil.rmtree(run.path.parent, ignore_errors=True)
     logger.info(
         "run %s complete in %.1f s", run.run_id, time.monotonic() - ctx.budget.start
     )

@@ -155,7 +155,11 @@ def _save_fold(
         "predict_s": predict_s,
         "truncated": bool(model.truncated_),
     }
-    (path / "fit.json").write_text(json.dumps(info))
+    # Written last, renamed into place: a fold without it (a trial killed while
+    # saving) is not reused.
+    tmp = path / "fit.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path / "fit.json")
 
 
 class _ResumedOptuna(OptunaSearch):
@@ -483,7 +487,7 @@ def _chosen(key: str, trials: pd.DataFrame, s: _Search) -> list[MemberSpec]:
         name = f"{key}_tuned" if rank == 0 else f"{key}_tuned_{rank + 1}"
         saved = None if s.save_dir is None else s.save_dir / key / str(row.trial_id)
         reuse = saved is not None and all(
-            (saved / f"fold{k}" / "oof.npy").is_file() for k in range(s.n_folds)
+            (saved / f"fold{k}" / "fit.json").is_file() for k in range(s.n_folds)
         )
         ratio = 1.0 if reuse else budget.tuning_ratio(key)
         fold_s = row.time_s / s.n_folds * ratio

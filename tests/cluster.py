@@ -191,7 +191,7 @@ class LocalCluster:
                 proc.send_signal(signal.SIGTERM)
         for proc in reversed(self.nodes):
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=3)  # a node whose raylet was killed hangs
             except subprocess.TimeoutExpired:
                 proc.kill()
         for proc in self.nodes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,31 @@ def pytest_collection_modifyitems(
             item.add_marker(pytest.mark.skip(reason="slow: run with --runslow"))
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="no cuda device"))
+
+
+def _ours_in_tmp() -> set[str]:
+    """Entries of the temp folder that ensemble names (``ensemble-*``)."""
+    root = tempfile.gettempdir()
+    return {e for e in os.listdir(root) if e.startswith("ensemble-")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _leaves_no_temp_files():
+    """Fail the session if the tests left ensemble's folders in the temp folder.
+
+    Temporary runs of estimators, staging copies of URI runs and model uploads
+    are all named ``ensemble-*``; tests write under ``tmp_path``.
+    """
+    before = _ours_in_tmp()
+    yield
+    gc.collect()  # estimators no test holds any more release their runs
+    left = sorted(_ours_in_tmp() - before)
+    if left:
+        pytest.fail(
+            f"the tests left {len(left)} entries in {tempfile.gettempdir()}: "
+            + ", ".join(left[:10]),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

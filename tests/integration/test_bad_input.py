@@ -287,6 +287,7 @@ def runs(ray_session, tmp_path_factory):
         learners=("linear", "hgb"),
         fusions=("average",),
         learner_params={"hgb": {"max_iter": 30}},
+        report=False,
     )
     complete = fit_run(base.replace(run_id="done")).run_dir.path
     data_a = _table(tmp, make_table(300), "a.parquet")

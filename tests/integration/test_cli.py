@@ -58,7 +58,7 @@ def test_fit_from_yaml_with_flag_override(ray_session, data_file, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         f"data: {data_file}\ntarget: target\nlearners: [linear, hgb]\n"
-        f"n_folds: 4\nout: {tmp_path / 'runs'}\nfusions: [average]\n"
+        f"n_folds: 4\nout: {tmp_path / 'runs'}\nfusions: [average]\nholdout: 0.2\n"
     )
     res = runner.invoke(app, ["fit", str(cfg), "--folds", "3", "--run-id", "y", "-q"])
     assert res.exit_code == 0, res.output

@@ -46,6 +46,7 @@ def _yaml(tmp_path, frame, **extra):
         "out": str(tmp_path / "runs"),
         "n_folds": 3,
         "seed": 7,
+        "report": False,  # the report has tests of its own
         **extra,
     }
     path = tmp_path / "run.yaml"
@@ -76,13 +77,13 @@ def _same_results(a, b):
 def test_same_results_on_1_cpu_2_cpus_and_2_nodes(ray_session, cluster, tmp_path):
     cfg = _yaml(
         tmp_path,
-        make_table(900),
+        make_table(500),
         learners=["linear", "lgbm", "rf", "mlp"],
         portfolio=False,
         learner_params={
-            "lgbm": {"max_rounds": 150},
-            "rf": {"n_estimators": 40},
-            "mlp": {"max_epochs": 6},
+            "lgbm": {"max_rounds": 80},
+            "rf": {"n_estimators": 20},
+            "mlp": {"max_epochs": 4},
         },
     )
     one_node = fit_run(resolve(cfg, {"run_id": "two_cpus"})).run_dir.path
@@ -94,7 +95,8 @@ def test_same_results_on_1_cpu_2_cpus_and_2_nodes(ray_session, cluster, tmp_path
 
     fits = pd.read_parquet(runs / "nodes" / "fits.parquet")
     assert fits.node_id.nunique() == 2  # both nodes ran fits
-    assert pd.read_parquet(runs / "one_cpu" / "fits.parquet").worker.nunique() == 1
+    one_cpu = pd.read_parquet(runs / "one_cpu" / "fits.parquet")
+    assert one_cpu.worker.str.split(":").str[0].nunique() == 1  # one slot
     _same_results(one_node, runs / "one_cpu")
     _same_results(one_node, runs / "nodes")
 
@@ -115,11 +117,11 @@ def test_worker_node_killed_mid_run(ray_session, cluster, tmp_path):
     """Fault drill (b): the worker node's raylet is SIGKILLed while fits run."""
     cfg = _yaml(
         tmp_path,
-        make_table(4000),
+        make_table(2000),
         learners=["rf", "et"],
         fusions=["average", "stacking"],
         n_folds=5,
-        learner_params={"rf": {"n_estimators": 800}, "et": {"n_estimators": 800}},
+        learner_params={"rf": {"n_estimators": 300}, "et": {"n_estimators": 300}},
     )
     undisturbed = fit_run(resolve(cfg, {"run_id": "ref"})).run_dir.path
     run = tmp_path / "runs" / "drill"

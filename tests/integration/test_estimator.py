@@ -23,26 +23,13 @@ FAST = {
     "report": False,
 }
 
-# Checks that cannot apply to k-fold stacking, and why.
-EXPECTED_FAILED: dict[str, str] = {
-    "check_fit2d_1feature": (
-        "fits 10 rows of which a class has one row; an OOF prediction needs a "
-        "class on both sides of a fold, so fit raises a ValueError naming the "
-        "rare class (the check accepts only a '1 feature' message)"
-    ),
-}
 
-
-def _expected(est):
-    return EXPECTED_FAILED if isinstance(est, EnsembleClassifier) else {}
-
-
-@parametrize_with_checks(
-    [EnsembleClassifier(**FAST), EnsembleRegressor(**FAST)],
-    expected_failed_checks=_expected,
-)
+@parametrize_with_checks([EnsembleClassifier(**FAST), EnsembleRegressor(**FAST)])
 def test_sklearn_estimator_checks(ray_session, estimator, check):
-    check(estimator)
+    # A clone: some checks fit the estimator they are given, and this one is
+    # referenced by the test's parameters for the whole session (its
+    # temporary run would outlive the test).
+    check(clone(estimator))
 
 
 def _frame(task, n=500, seed=0):
@@ -102,3 +89,71 @@ def test_regressor_and_load(ray_session, tmp_path):
     assert isinstance(loaded, EnsembleRegressor)
     np.testing.assert_allclose(loaded.predict(Xt), pred, rtol=1e-12)
     assert pd.read_parquet(f"{reg.run_dir_}/leaderboard.parquet").shape[0] == 3
+
+
+def _ours_in_tmp():
+    import os
+    import tempfile
+
+    root = tempfile.gettempdir()
+    return {e for e in os.listdir(root) if e.startswith("ensemble-")}
+
+
+def test_a_loop_of_fits_leaves_the_temp_folder_as_it_was(ray_session):
+    import gc
+
+    from sklearn.model_selection import KFold, cross_val_score
+
+    X, y = _frame("binary", n=400)
+    before = _ours_in_tmp()
+    est = EnsembleClassifier(**FAST)
+    scores = cross_val_score(est, X, y, cv=KFold(20, shuffle=True, random_state=0))
+    assert len(scores) == 20 and (scores > 0.6).all()
+    gc.collect()
+    assert _ours_in_tmp() == before
+
+
+def test_a_pickled_estimator_predicts_after_its_temporary_run_is_gone(ray_session):
+    import gc
+    import pickle
+    from pathlib import Path
+
+    from ensemble.exceptions import RunStateError
+
+    X, y = _frame("binary", n=300)
+    est = EnsembleClassifier(
+        **{
+            **FAST,
+            "fusions": ["average"],
+            "learners": ["linear", "lgbm"],
+            "portfolio": False,
+        }
+    ).fit(X, y)
+    run_dir = Path(est.run_dir_)
+    assert run_dir.is_dir()
+    expect = est.predict_proba(X)
+    blob = pickle.dumps(est)
+    del est
+    gc.collect()
+    assert not run_dir.parent.exists()  # the estimator owned it, and it is gone
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.predict_proba(X), expect)
+    with pytest.raises(
+        RunStateError,
+        match="temporary run of an estimator fitted "
+        "without out=, removed with the estimator",
+    ):
+        ensemble.load(run_dir)
+
+
+def test_with_out_the_run_stays(ray_session, tmp_path):
+    import gc
+    from pathlib import Path
+
+    X, y = _frame("binary", n=300)
+    est = EnsembleClassifier(**FAST, out=str(tmp_path)).fit(X, y)
+    run_dir = Path(est.run_dir_)
+    del est
+    gc.collect()
+    assert (run_dir / "manifest.json").is_file()
+    assert ensemble.load(run_dir).predict_proba(X[:5]).shape == (5, 2)

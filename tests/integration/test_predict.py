@@ -33,6 +33,7 @@ def fitted(ray_session, tmp_path_factory):
         fusions=("average", "stacking_lgbm"),
         learner_params={"lgbm": {"max_rounds": 100}},
         run_id="r",
+        report=False,
     )
     return fit_run(cfg)
 

@@ -76,19 +76,20 @@ def test_report_is_written_and_renders_in_chromium(runs, task, tmp_path):
     assert report.is_file()  # written at the end of fit
     page = report.read_text()
     assert 'src="http' not in page and "<link" not in page  # self-contained
+    # Every row is in the folds: the curves are drawn on OOF predictions.
     for title in (
         "Leaderboard",
         "Members vs fusions",
         "Fusion weights",
-        "Calibration",
+        "Calibration (OOF predictions)",
         "Hyperparameter search",
         "Parallelism",
     ):
         assert f"<h2>{title}</h2>" in page
     if task == "regression":
-        assert "<h2>Predicted vs true</h2>" in page
+        assert "<h2>Predicted vs true (OOF predictions)</h2>" in page
     else:
-        assert "<h2>ROC, precision-recall, confusion</h2>" in page
+        assert "<h2>ROC, precision-recall, confusion (OOF predictions)</h2>" in page
     n_images = page.count("<img ")
     # models, weights, calibration, timeline (+ curves & confusion | residuals)
     # (+ the trial history when tuned)

@@ -24,13 +24,13 @@ from tests.conftest import make_table
 pytestmark = pytest.mark.ray
 
 ENSEMBLE = [sys.executable, "-m", "ensemble.cli"]
-PARAMS = {"rf": {"n_estimators": 200}, "et": {"n_estimators": 200}}
+PARAMS = {"rf": {"n_estimators": 100}, "et": {"n_estimators": 100}}
 
 
 def _config(tmp_path, **kw):
     data = tmp_path / "data.parquet"
     if not data.exists():
-        make_table(3000).to_parquet(data)
+        make_table(1500).to_parquet(data)
     base = {
         "data": str(data),
         "target": "target",
@@ -40,6 +40,7 @@ def _config(tmp_path, **kw):
         "learner_params": PARAMS,
         "fusions": ("average", "selection", "stacking", "neural"),
         "seed": 3,
+        "report": False,  # the report has tests of its own
     }
     base.update(kw)
     return RunConfig(**base)
@@ -182,8 +183,8 @@ def test_resumed_tuning_keeps_finished_trials(ray_session, tmp_path):
         run_id="tuned",
         learners=("linear", "lgbm"),
         portfolio=False,
-        learner_params={},
-        n_trials=8,
+        learner_params={"lgbm": {"max_rounds": 100}},
+        n_trials=6,
         search="random",
         fusions=("average",),
     )
@@ -221,7 +222,7 @@ def test_resumed_tuning_keeps_finished_trials(ray_session, tmp_path):
     assert [m.name for m in linear_members] == ["linear_tuned", "linear_tuned_2"]
     # The interrupted family kept its finished trials and ran only the rest.
     lgbm = trials[trials.learner == "lgbm"].set_index("trial_id")
-    assert len(lgbm) == 8
+    assert len(lgbm) == 6
     for trial_id, cv in lgbm_done.items():
         assert lgbm.loc[trial_id, "cv_score"] == pytest.approx(cv)
     assert result.manifest["status"] == "complete"

@@ -194,8 +194,10 @@ def test_resume_an_interrupted_s3_run(s3, s3_run):
         if done == 3:
             raise KeyboardInterrupt
 
+    staging = _staging_dirs()
     with pytest.raises(KeyboardInterrupt):
         fit_run(cfg, on_fit=stop)
+    assert _staging_dirs() == staging  # the failed run's staging copy is gone
     names = keys(s3, "runs/r2/")
     assert sum(n.startswith("checkpoints/fits/") for n in names) >= 3
     res = CliRunner().invoke(app, ["fit", "--resume", f"s3://{BUCKET}/runs/r2", "-q"])
@@ -209,6 +211,14 @@ def test_resume_an_interrupted_s3_run(s3, s3_run):
         board[["model", "oof_score", "holdout_score"]],
         result.leaderboard[["model", "oof_score", "holdout_score"]],
     )
+
+
+def _staging_dirs():
+    import os
+    import tempfile
+
+    root = tempfile.gettempdir()
+    return {e for e in os.listdir(root) if e.startswith("ensemble-stage-")}
 
 
 def test_uri_helpers():

@@ -75,7 +75,7 @@ def test_submit_runs_a_fit_as_a_ray_job_and_streams_its_logs(head, table, tmp_pa
         tmp_path / "runs",
         "job1",
         *("--learners", "linear,lgbm", "--no-portfolio"),
-        *("--fusions", "average", "--folds", "3"),
+        *("--fusions", "average", "--folds", "3", "--no-report"),
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "job: ensemble-job1 (SUCCEEDED)" in res.stdout
@@ -107,7 +107,7 @@ def test_failing_job_exits_1_with_the_jobs_error(head, table, tmp_path):
 
 
 def test_no_wait_returns_the_job_id_at_once(head, table, tmp_path):
-    extra = ("--learners", "linear", "--fusions", "average")
+    extra = ("--learners", "linear", "--fusions", "average", "--no-report")
     res = submit(head, table, tmp_path / "runs", "nw1", "--no-wait", *extra)
     assert res.returncode == 0, res.stderr
     assert "job: ensemble-nw1 (PENDING)" in res.stdout
@@ -182,6 +182,7 @@ def test_token_auth_cluster(table, tmp_path_factory):
             "linear",
             "--fusions",
             "average",
+            "--no-report",
             "-q",
         ]
         refused = ensemble(*args, "--run-id", "t0")

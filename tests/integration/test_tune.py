@@ -66,11 +66,11 @@ def test_tiny_tune_run_writes_trials_and_picks_the_best(ray_session, tmp_path):
 def test_holdout_rows_never_reach_a_trial(ray_session, tmp_path):
     """Poison the holdout rows' targets: a trial that trained on them would fail.
 
-    The member fits never train on holdout rows (they only predict them), so
-    they succeed; a trial given a holdout row would meet a third class label
-    in a binary task and fail.
+    The holdout targets become 1e12 in a regression whose targets are ~10: the
+    member fits never train on holdout rows (they only predict them), and a
+    trial that did would predict far off and score an astronomic RMSE.
     """
-    frame = make_table(400)
+    frame = make_table(400, task="regression")
     cfg = RunConfig(
         data=str(tmp_path / "t.parquet"),
         target="target",
@@ -81,19 +81,23 @@ def test_holdout_rows_never_reach_a_trial(ray_session, tmp_path):
         holdout=0.25,
         fusions=("average",),
         run_id="poison",
+        report=False,
     )
     frame.to_parquet(cfg.data)
     from ensemble.runner import load_and_prepare
 
     data = load_and_prepare(cfg)
     y = data.y.copy()
-    y[data.fold == -1] = 7
+    y[data.fold == -1] = 1e12
     poisoned = type(data)(**{**data.__dict__, "y": y})
     result = fit_run(cfg, data=poisoned)
     trials = pd.read_parquet(result.run_dir.path / "trials.parquet")
-    assert len(trials) == 3
-    assert (trials.status == "complete").all()
-    assert np.isfinite(trials.cv_score).all()
+    # ASHA may stop some after a fold; none errs, and none saw a holdout row
+    assert len(trials) == 3 and (trials.status != "error").all()
+    assert (trials.cv_score < 10).all()  # RMSE on targets of spread ~10
+    board = result.leaderboard.set_index("model")
+    assert board.loc["linear", "oof_score"] < 10  # the members did not see them
+    assert board.loc["linear", "holdout_score"] > 1e11  # the holdout is poisoned
     assert "linear_tuned" in result.manifest["members"]
 
 
@@ -116,6 +120,7 @@ def test_a_tuned_run_reuses_its_trials_folds(ray_session, tmp_path):
         top_n=1,
         learner_params={"hgb": {"max_iter": 40}},
         fusions=("average",),
+        report=False,
     )
     result = fit_run(
         cfg,
