@@ -107,6 +107,7 @@ def _binary_auc(pos: np.ndarray, score: np.ndarray) -> float:
     """
     from scipy.stats import rankdata
 
+    pos = np.asarray(pos, dtype=bool)
     n_pos = int(pos.sum())
     n_neg = len(pos) - n_pos
     ranks = rankdata(score)
