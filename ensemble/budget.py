@@ -194,24 +194,26 @@ class FitCost:
 FIT_OVERHEAD_S = 0.3
 #: The MLP's default epoch cap (its optimiser steps set its cost).
 _MLP_MAX_EPOCHS = 60
+# Fit and predict of one fold on adult (31k rows x 14 columns, 1 CPU), measured
+# in a --time-limit 300 run; regression factors on california.
 FIT_COST: dict[str, FitCost] = {
-    "linear": FitCost(0.4),
-    # kNN stores the rows; predicting its fold costs more than fitting.
-    "knn": FitCost(1.0),
-    # 200 trees, 100 while tuning; regression measured on california
-    # (rf 9.4 s a fold against 1.4 s; et 3.8 s against 1.1 s).
-    "rf": FitCost(10.0, regression=6.5, tuning_ratio=2.0),
-    "et": FitCost(8.0, regression=3.5, tuning_ratio=2.0),
+    "linear": FitCost(1.1),
+    # kNN stores the rows: predicting its fold is the work (2.8 s of 2.9 s).
+    "knn": FitCost(6.6),
+    # 200 trees, 100 while tuning (rf 9.4 s a fold on california against 1.4 s
+    # on adult's cells; et 3.8 s against 1.1 s).
+    "rf": FitCost(15.8, regression=6.5, tuning_ratio=2.0),
+    "et": FitCost(14.0, regression=3.5, tuning_ratio=2.0),
     # Boosters: the refit on the whole fold (1.1x the rounds), skipped while
     # tuning, roughly doubles a fit.
-    "hgb": FitCost(3.2, per_class=1.0, tuning_ratio=2.2),
-    "lgbm": FitCost(2.3, per_class=1.0, tuning_ratio=2.2),
-    # letter: 68 s a fold, ~5x LightGBM's rate per class
-    "xgb": FitCost(2.3, per_class=5.0, tuning_ratio=2.2),
-    # CatBoost: symmetric trees, no refit; slower per round than LightGBM.
-    "cat": FitCost(6.0, per_class=1.0),
-    # adult (31k rows, batch 256) 13 s a fold, letter (13k rows, batch 128) 18 s
-    "mlp": FitCost(30.0, s_per_step=2.5e-3),
+    "hgb": FitCost(6.2, per_class=1.0, tuning_ratio=2.2),
+    "lgbm": FitCost(4.4, per_class=1.0, tuning_ratio=2.2),
+    # letter: ~5x LightGBM's rate per class
+    "xgb": FitCost(5.7, per_class=5.0, tuning_ratio=2.2),
+    # CatBoost: symmetric trees, no refit.
+    "cat": FitCost(12.8, per_class=1.0),
+    # adult (31k rows, batch 256): 26 s a fold
+    "mlp": FitCost(60.0, s_per_step=5e-3),
 }
 
 
@@ -232,9 +234,9 @@ def fold_seconds(key: str, n_rows: int, n_features: int, n_classes: int) -> floa
     Examples
     --------
     >>> round(fold_seconds("lgbm", 100_000, 10, 2), 2)
-    2.6
+    4.7
     >>> round(fold_seconds("lgbm", 100_000, 10, 26) - 0.3, 2)  # a tree per class
-    59.8
+    114.4
     """
     cost = FIT_COST.get(key, FitCost())
     if cost.s_per_step:

@@ -34,19 +34,23 @@ __all__ = [
     "weight_rows",
 ]
 
-#: How simple each kind of model is, for :func:`choose`: a member, then the
-#: fusions by how much they fit (an average fits nothing, weights and a
-#: selection fit one number per member, the stackers a model).
+#: How steady each kind of model's OOF score is as a guide to new rows, for
+#: :func:`choose` (lower first): the average fits nothing; the constrained
+#: combinations (simplex weights, Caruana selection, non-negative stacking)
+#: fit a few bounded numbers and average their members' errors; then the
+#: unconstrained stacker and a single member (one of twenty picked by its own
+#: noisy score); then the models fitted on the OOF predictions with many
+#: parameters.
 SIMPLICITY = {
-    "member": 0,
-    "average": 1,
-    "weighted": 2,
-    "selection": 2,
-    "stacking": 3,
-    "stacking_nonneg": 3,
-    "stacking_lgbm": 4,
-    "neural": 5,
-    "two_level": 6,
+    "average": 0,
+    "weighted": 1,
+    "selection": 1,
+    "stacking_nonneg": 1,
+    "stacking": 2,
+    "member": 2,
+    "stacking_lgbm": 3,
+    "neural": 4,
+    "two_level": 5,
 }
 #: Prefer a simpler model unless a more complex one is better by more than
 #: this many standard errors of their per-fold score difference.
@@ -243,15 +247,16 @@ def choose(board: pd.DataFrame, folds: Mapping[str, Sequence[float]]) -> str:
 
     Examples
     --------
-    >>> board = pd.DataFrame({"model": ["lgbm", "stacking"],
-    ...     "kind": ["member", "fusion"], "metric": ["roc_auc"] * 2,
+    >>> board = pd.DataFrame({"model": ["weighted", "two_level"],
+    ...     "kind": ["fusion", "fusion"], "metric": ["roc_auc"] * 2,
     ...     "oof_score": [0.9300, 0.9301]})
-    >>> noisy = {"lgbm": [0.92, 0.94, 0.93], "stacking": [0.93, 0.93, 0.9303]}
+    >>> noisy = {"weighted": [0.92, 0.94, 0.93], "two_level": [0.93, 0.93, 0.9303]}
     >>> choose(board, noisy)  # 1e-4 better, but fold to fold it varies more
-    'lgbm'
-    >>> steady = {"lgbm": [0.92, 0.94, 0.93], "stacking": [0.9201, 0.9401, 0.9301]}
+    'weighted'
+    >>> steady = {"weighted": [0.92, 0.94, 0.93],
+    ...           "two_level": [0.9201, 0.9401, 0.9301]}
     >>> choose(board, steady)  # better on every fold by the same margin
-    'stacking'
+    'two_level'
     """
     metric = str(board["metric"].iloc[0])
     models = [str(m) for m in board["model"]]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import budget as budget_mod
 from . import leaderboard as lb
 from . import storage
 from .artifacts import RunDirectory, now_iso, versions
@@ -182,6 +183,7 @@ def fit_run(
     if data is None:
         data = load_and_prepare(config)
     metric, warm = _check_before_writing(config, data)
+    budget = budget.with_fusions(_fusion_seconds(config, data))
     run = _open_run(config, resume)
     try:
         with run.lock():
@@ -225,6 +227,25 @@ def _check_before_writing(
             {"task": data.task, "classes": data.classes, "schema": schema},
         )
     return metric, warm
+
+
+def _fusion_seconds(config: RunConfig, data: PreparedData) -> float:
+    """The fusions' expected seconds, for the fusion window of a limited run."""
+    from .learners import get
+    from .pool import cluster_slots
+
+    if config.time_limit is None or not config.fusions:
+        return 0.0
+    n_members = sum(
+        1 + (len(get(k).portfolio) if config.portfolio else 0) for k in config.learners
+    )
+    if config.tuning:
+        n_members += 2 * config.top_n  # the two families a search may add
+    outputs = data.n_classes if data.n_classes > 2 else 1
+    n_rows = int((data.fold >= 0).sum())
+    return budget_mod.fusion_seconds(
+        config.fusions, n_rows, n_members, outputs, cluster_slots(1)
+    )
 
 
 def _open_run(config: RunConfig, resume: bool) -> RunDirectory:
