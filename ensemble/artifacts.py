@@ -8,6 +8,7 @@ place, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -16,6 +17,7 @@ import platform
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from . import storage
-from .exceptions import RunStateError
+from .exceptions import DiskFullError, RunStateError
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -149,6 +151,22 @@ def _was_temporary(path: Path) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _atomic(target: Path) -> Iterator[Path]:
+    """A temporary name to write, renamed to ``target`` once written.
+
+    On failure (a full disk, say) the half-written file is removed, so the
+    folder holds the complete ``target`` from before, or none.
+    """
+    tmp = _tmp_name(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _tmp_name(target: Path) -> Path:
     return target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
 
@@ -237,9 +255,8 @@ class RunDirectory:
     def write_json(self, name: str, obj: Any) -> Path:
         """Write JSON atomically."""
         target = self.path / name
-        tmp = _tmp_name(target)
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        os.replace(tmp, target)
+        with _atomic(target) as tmp:
+            tmp.write_text(json.dumps(obj, indent=2, default=str))
         self.sync(name)
         return target
 
@@ -250,9 +267,8 @@ class RunDirectory:
         if missing:  # a programming error, not user input
             raise RuntimeError(f"{name} lacks required columns {missing}")
         target = self.path / name
-        tmp = _tmp_name(target)
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
+        with _atomic(target) as tmp:
+            frame.to_parquet(tmp, index=False)
         self.sync(name)
         return target
 
@@ -374,13 +390,28 @@ class RunDirectory:
         """Pickle ``obj`` atomically under ``checkpoints/``."""
         target = self.checkpoint_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_name(target)
-        with open(tmp, "wb") as fh:
+        with _atomic(target) as tmp, open(tmp, "wb") as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
         self.sync(f"checkpoints/{name}")
+
+    def check_room(self, need: int, what: str) -> None:
+        """Fail early, in one line, when the run's disk cannot take ``need`` bytes.
+
+        Raises
+        ------
+        DiskFullError
+            When the free space of the disk holding the run is below ``need``.
+        """
+        free = shutil.disk_usage(self.path).free
+        if free < need:
+            mib = 2**20
+            raise DiskFullError(
+                f"the disk of {self.location} has {free / mib:,.0f} MiB free and "
+                f"{what} needs about {need / mib:,.0f} MiB; free some space or "
+                "write the run elsewhere (--out)"
+            )
 
     def load_checkpoints(self, prefix: str) -> list[Any]:
         """Every checkpoint whose name starts with ``prefix``, by name."""

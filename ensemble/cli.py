@@ -147,6 +147,13 @@ def fit(
             "--report/--no-report", help="Write report.html at the end (default)."
         ),
     ] = None,
+    keep_models: Annotated[
+        str | None,
+        typer.Option(
+            help="Fold models to keep: 'chosen' (what the chosen model needs, "
+            "the default) or 'all'."
+        ),
+    ] = None,
     config_json: Annotated[
         str | None,
         typer.Option(hidden=True, help="The whole config as JSON (ensemble submit)."),
@@ -434,6 +441,7 @@ _FLAG_FIELDS = {
     "run_id": "run_id",
     "warm_start": "warm_start",
     "report": "report",
+    "keep_models": "keep_models",
 }
 
 
@@ -682,6 +690,32 @@ def report(
         _fail(exc, level)
     if level >= 1:
         console.print(f"report: {path}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[
+        str, typer.Argument(help="A complete run directory (path or URI).")
+    ],
+    out: Annotated[Path, typer.Option(help="A new folder for the bundle.")],
+    model: Annotated[
+        str | None, typer.Option(help="Member or fusion (default: the chosen).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Write one model of a run as a self-contained bundle (no Ray to load it)."""
+    from .bundle import export as run_export
+
+    level = 0 if quiet else 1
+    _setup_logging(level)
+    try:
+        path = run_export(run_dir, out, model=model)
+    except EnsembleError as exc:
+        _fail(exc, level)
+    if level >= 1:
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        info = json.loads((path / "bundle.json").read_text())
+        console.print(f"exported {info['model']} to {path} ({size / 2**20:.1f} MiB)")
 
 
 def _progress() -> Any:

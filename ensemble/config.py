@@ -100,6 +100,11 @@ class RunConfig:
         0 quiet, 1 one line per finished fit, 2 also Ray's own logs.
     report : bool, default=True
         Write ``report.html`` at the end of the run.
+    keep_models : {"chosen", "all"}, default="chosen"
+        Fold models kept in the run directory: those the chosen model needs to
+        predict (its members, less the ones its fusion weighs by exactly
+        zero), or every member's and fusion's. The OOF predictions and
+        leaderboard rows of every member are kept either way.
     warm_start : str or None, default=None
         A complete earlier run (path or URI) whose MLP fold models are the
         starting weights of this run's MLP members (transfer learning; nightly
@@ -132,6 +137,7 @@ class RunConfig:
     run_id: str | None = None
     verbose: int = 1
     report: bool = True
+    keep_models: str = "chosen"
     warm_start: str | None = None
 
     def __post_init__(self) -> None:
@@ -169,6 +175,10 @@ class RunConfig:
             not isinstance(self.repeats, int) or self.repeats < 1
         ):
             p.append(f"`repeats` must be an integer >= 1; got {self.repeats!r}")
+        if self.keep_models not in ("chosen", "all"):
+            p.append(
+                f"`keep_models` must be 'chosen' or 'all'; got {self.keep_models!r}"
+            )
         if self.search not in ("optuna", "random"):
             p.append(f"`search` must be 'optuna' or 'random'; got {self.search!r}")
         if self.task not in TASKS:

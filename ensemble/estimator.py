@@ -47,6 +47,7 @@ class _EnsembleBase(BaseEstimator):
         *,
         portfolio: bool = True,
         repeats: int | None = None,
+        keep_models: str = "chosen",
         n_folds: int = 5,
         holdout: float = 0.0,
         seed: int = 0,
@@ -63,6 +64,7 @@ class _EnsembleBase(BaseEstimator):
         self.fusions = fusions
         self.portfolio = portfolio
         self.repeats = repeats
+        self.keep_models = keep_models
         self.n_folds = n_folds
         self.holdout = holdout
         self.seed = seed
@@ -131,6 +133,7 @@ class _EnsembleBase(BaseEstimator):
             fusions=tuple(DEFAULT_FUSIONS if self.fusions is None else self.fusions),
             portfolio=self.portfolio,
             repeats=self.repeats,
+            keep_models=self.keep_models,
             n_folds=self.n_folds,
             holdout=self.holdout,
             seed=self.seed,
@@ -204,6 +207,8 @@ class EnsembleClassifier(ClassifierMixin, _EnsembleBase):
     repeats : int, optional
         Fold assignments per member (repeated bagging); default: as time
         allows under ``time_limit``, else 1.
+    keep_models : {"chosen", "all"}, default="chosen"
+        Fold models kept in the run directory (see ``RunConfig``).
     n_folds : int, default=5
         Cross-validation folds that produce the out-of-fold predictions.
     holdout : float, default=0.0
@@ -349,17 +354,25 @@ def load(
     EnsembleClassifier or EnsembleRegressor
         Ready to ``predict`` (no Ray needed); its parameters are the run's.
     """
-    from .model import FittedEnsemble
+    import json
+
+    from .model import BUNDLE_FILE, FittedEnsemble, is_bundle
 
     fitted = FittedEnsemble(run_dir, model)
-    manifest = fitted.run.read_manifest()
-    config = manifest.get("config") or {}
+    if is_bundle(fitted.run.path):  # one model, its scores, no run config
+        info = json.loads((fitted.run.path / BUNDLE_FILE).read_text())
+        config: dict[str, Any] = {}
+        board = pd.DataFrame([{"model": fitted.model, **info.get("scores", {})}])
+    else:
+        config = fitted.run.read_manifest().get("config") or {}
+        board = fitted.run.read_table("leaderboard.parquet")
     cls = EnsembleRegressor if fitted.task == "regression" else EnsembleClassifier
     est = cls(
         learners=list(config.get("learners") or []) or None,
         fusions=list(config.get("fusions") or []),
         portfolio=bool(config.get("portfolio", True)),
         repeats=config.get("repeats"),
+        keep_models=str(config.get("keep_models") or "chosen"),
         n_folds=int(config.get("n_folds", 5)),
         holdout=float(config.get("holdout") or 0.0),
         seed=int(config.get("seed", 0)),
@@ -378,6 +391,6 @@ def load(
         est.classes_ = np.asarray(fitted.classes)
     est.run_dir_ = fitted.run.location
     est.best_ = fitted.model
-    est.leaderboard_ = fitted.run.read_table("leaderboard.parquet")
+    est.leaderboard_ = board
     est.ensemble_ = fitted
     return est

@@ -13,6 +13,7 @@ __all__ = [
     "BaseLearnerFailed",
     "ConfigError",
     "DataError",
+    "DiskFullError",
     "EnsembleError",
     "FusionError",
     "NotFittedError",
@@ -20,6 +21,7 @@ __all__ = [
     "UnknownFusionError",
     "UnknownLearnerError",
     "describe",
+    "is_disk_full",
 ]
 
 
@@ -70,6 +72,37 @@ class RunStateError(EnsembleError, RuntimeError):
     """A run directory is missing, incomplete or failed."""
 
     exit_code = 2
+
+
+class DiskFullError(EnsembleError, OSError):
+    """The disk holding a run has no room for what the run must write."""
+
+    exit_code = 1
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it wraps) is a full disk (ENOSPC).
+
+    Ray wraps a worker's error as ``cause``; pyarrow and Ray Data raise their
+    own types with the OS message.
+    """
+    import errno
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return True
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return False
 
 
 class NotFittedError(EnsembleError, _SkNotFittedError):

@@ -202,6 +202,8 @@ def _fit(ctx: RunContext, tasks: list[FitTask], folds: list[np.ndarray]) -> FitO
         quiet=any(t.repeat for t in tasks),
     )
     ctx.progress_total += len(todo)
+    if ctx.run.remote is None:  # a URI run's models go to the store, not here
+        ctx.run.check_room(_bytes_to_write(ctx, todo), f"fitting {len(todo)} folds")
     t0 = time.monotonic()
     outcome = pool.run(todo)
     ctx.fit_wall += time.monotonic() - t0
@@ -214,6 +216,39 @@ def _fit(ctx: RunContext, tasks: list[FitTask], folds: list[np.ndarray]) -> FitO
     for member, reason in outcome.failed.items():
         logger.warning("member %s dropped: %s", member, reason)
     return outcome
+
+
+#: A fold model's size before any of its learner's was written (bytes); the
+#: measured mean replaces it as soon as one exists.
+DEFAULT_FOLD_BYTES = 1 << 20
+
+
+def _bytes_to_write(ctx: RunContext, tasks: list[FitTask]) -> int:
+    """Bytes the fits of ``tasks`` will write: fold models, checkpoints, OOF.
+
+    A fold model is expected to be as large as the member's (else its
+    learner's) fold models already on disk; the checkpoint holds its OOF
+    predictions; the run's OOF tables take as much again.
+    """
+    models = ctx.run.path / "models"
+    sizes: dict[str, list[int]] = {}  # by member, and by learner
+    for member in models.iterdir() if models.is_dir() else []:
+        for fold in member.iterdir():
+            meta = fold / "meta.json"
+            if not meta.is_file():
+                continue
+            size = sum(f.stat().st_size for f in fold.rglob("*") if f.is_file())
+            sizes.setdefault(member.name, []).append(size)
+            key = json.loads(meta.read_text())["key"]
+            sizes.setdefault(f"learner:{key}", []).append(size)
+    outputs = max(ctx.data.n_classes, 1)
+    oof = len(ctx.data.fold) // max(ctx.config.n_folds, 1) * outputs * 8
+    total = 0
+    for t in tasks:
+        seen = sizes.get(_split_name(t.member)[0]) or sizes.get(f"learner:{t.learner}")
+        total += int(np.mean(seen)) if seen else DEFAULT_FOLD_BYTES
+        total += 3 * oof  # its checkpoint, and its share of oof/ and the tables
+    return total
 
 
 def _notify(ctx: RunContext, result: FitResult) -> None:

@@ -1,13 +1,17 @@
-"""A fitted ensemble loaded from a complete run directory (no Ray).
+"""A fitted ensemble loaded from a complete run directory or a bundle (no Ray).
 
-``load(run_dir)`` returns a :class:`FittedEnsemble` that predicts new rows with
-the run's chosen model (or any member / fusion by name): fold models of each
-member are averaged, then the fusion combines the members.
+``load(path)`` returns a :class:`FittedEnsemble` that predicts new rows with
+the run's chosen model (or any member / fusion whose models the run kept):
+fold models of each member are averaged, then the fusion combines the members.
+``path`` may also be a bundle written by :func:`ensemble.bundle.export`: the
+chosen model alone, with its schema, needing neither Ray nor the run.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,20 +22,24 @@ from .data import FeatureSchema
 from .exceptions import DataError, RunStateError
 from .learners import Learner
 
-__all__ = ["FittedEnsemble", "load"]
+__all__ = ["BUNDLE_FILE", "BUNDLE_FORMAT", "FittedEnsemble", "is_bundle", "load"]
+
+#: The description of an exported bundle (``ensemble export``), and its format.
+BUNDLE_FILE = "bundle.json"
+BUNDLE_FORMAT = "ensemble-bundle/1"
 
 
 class FittedEnsemble:
-    """Predicts with one model of a complete run.
+    """Predicts with one model of a complete run (or of an exported bundle).
 
     Parameters
     ----------
     run_dir : path-like
-        A complete run directory.
+        A complete run directory, or a bundle directory.
     model : str, optional
         A member or fusion name; the manifest's ``best`` when None.
     load_models : bool, default=True
-        False reads only the manifest (enough for :meth:`check_frame`).
+        False reads only the description (enough for :meth:`check_frame`).
 
     Attributes
     ----------
@@ -49,53 +57,95 @@ class FittedEnsemble:
         load_models: bool = True,
     ) -> None:
         self.run = RunDirectory.for_reading(run_dir)
-        manifest = self.run.require_complete()
-        self.task: str = manifest["task"]
-        self.classes: list[Any] = list(manifest["classes"] or [])
-        self.target: str = manifest["target"]
-        self.schema = FeatureSchema.from_dict(manifest["schema"])
-        config = manifest.get("config") or {}
-        self.drop_columns: tuple[str, ...] = tuple(config.get("drop_columns") or ())
-        self.members: list[str] = list(manifest["members"])
-        fusions: list[str] = list(manifest.get("fusions") or [])
-        # Added later by `ensemble prune` / `ensemble distill`.
-        pruned: list[str] = list(manifest.get("pruned") or [])
-        students: list[str] = list((manifest.get("distilled") or {}).keys())
-        self.model: str = model or manifest["best"]
-        known = self.members + fusions + pruned + students
+        bundle = self.run.path / BUNDLE_FILE
+        if bundle.is_file():
+            info = json.loads(bundle.read_text())
+            if info.get("format") != BUNDLE_FORMAT:
+                raise RunStateError(
+                    f"{str(run_dir)!r} is a bundle of format {info.get('format')!r}; "
+                    f"this ensemble reads {BUNDLE_FORMAT!r}: export it again"
+                )
+            known = [info["model"]]
+            self.members: list[str] = list(info["members"])
+            best = info["model"]
+            where = f"bundle {self.run.run_id!r}"
+        else:
+            info = self.run.require_complete()
+            config = info.get("config") or {}
+            info = {**info, "drop_columns": config.get("drop_columns") or ()}
+            self.members = list(info["members"])
+            # pruned and distilled models are added by `ensemble prune / distill`
+            students = list((info.get("distilled") or {}).keys())
+            known = (
+                self.members
+                + list(info.get("fusions") or [])
+                + list(info.get("pruned") or [])
+                + students
+            )
+            best = info["best"]
+            where = f"run {self.run.run_id!r}"
+        self._keep_models = (info.get("config") or {}).get("keep_models")
+        self.task: str = info["task"]
+        self.classes: list[Any] = list(info["classes"] or [])
+        self.target: str = info["target"]
+        self.schema = FeatureSchema.from_dict(info["schema"])
+        self.drop_columns: tuple[str, ...] = tuple(info.get("drop_columns") or ())
+        self.model: str = model or best
         if self.model not in known:
             raise RunStateError(
-                f"model {self.model!r} is not in run {self.run.run_id!r}; choose "
+                f"model {self.model!r} is not in {where}; choose "
                 f"one of {', '.join(known)}"
             )
         self.fusion_: Any = None
         self.student_: Any = None
         self.fold_models_: dict[str, list[Learner]] = {}
-        if not load_models:
-            return
-        if self.model in students:
+        self.unused_: set[str] = set()
+        if load_models:
+            self._load_models(info)
+
+    def _load_models(self, info: dict[str, Any]) -> None:
+        models = self.run.path / "models"
+        if self.model in (info.get("distilled") or {}):
             from .student import Student
 
-            self.student_ = Student.load(self.run.path / "models" / self.model)
-            self.member_names_ = []
+            self.student_ = Student.load(models / self.model)
+            self.member_names_: list[str] = []
             return
         needed = [self.model]
-        if self.model in fusions:
+        fusion_file = models / "fusion" / f"{self.model}.joblib"
+        if fusion_file.is_file():  # else a member (or a pruned member)
             import joblib
 
-            blob = joblib.load(
-                self.run.path / "models" / "fusion" / f"{self.model}.joblib"
-            )
+            blob = joblib.load(fusion_file)
             self.fusion_ = blob["fusion"]
             needed = list(blob["members"])
+            self.unused_ = {needed[i] for i in self.fusion_.unused_members()}
         self.member_names_ = needed
         for m in needed:
-            dirs = fold_dirs(self.run.path / "models" / m)
+            if m in self.unused_:
+                continue
+            dirs = fold_dirs(models / m)
             if not dirs:
-                raise RunStateError(
-                    f"run {self.run.run_id!r} has no fold models of {m!r}"
-                )
+                raise RunStateError(self._gone(m))
             self.fold_models_[m] = [Learner.load(d) for d in dirs]
+
+    def _gone(self, name: str) -> str:
+        kept = (
+            (
+                self.run.read_manifest()
+                if (self.run.path / "manifest.json").is_file()
+                else {}
+            )
+            .get("config", {})
+            .get("keep_models")
+        )
+        hint = (
+            " (this run kept the models of its chosen model only: fit with "
+            "--keep-models all to keep every member's)"
+            if kept == "chosen"
+            else ""
+        )
+        return f"{self.run.run_id!r} has no fold models of {name!r}{hint}"
 
     def check_frame(
         self, frame: pd.DataFrame, *, allow: tuple[str, ...] = (), strict: bool = True
@@ -158,7 +208,9 @@ class FittedEnsemble:
         if self.student_ is not None:
             return np.asarray(self.student_.predict(X))
         preds = [
-            np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
+            self._placeholder(len(X))
+            if m in self.unused_
+            else np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
             for m in self.member_names_
         ]
         if self.fusion_ is None:
@@ -167,6 +219,12 @@ class FittedEnsemble:
         return np.asarray(
             self.fusion_.predict(P, X if self.fusion_.uses_features else None)
         )
+
+    def _placeholder(self, n: int) -> np.ndarray:
+        """What stands in for a member the fusion weighs by exactly zero."""
+        if self.classes:
+            return np.full((n, len(self.classes)), 1.0 / len(self.classes))
+        return np.zeros(n)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``pred_<class>`` columns plus ``label`` (classification), or ``pred``."""
@@ -184,5 +242,10 @@ def load(
     *,
     load_models: bool = True,
 ) -> FittedEnsemble:
-    """Load the fitted ensemble of a complete run (see :class:`FittedEnsemble`)."""
+    """Load a complete run or bundle for prediction (:class:`FittedEnsemble`)."""
     return FittedEnsemble(run_dir, model, load_models=load_models)
+
+
+def is_bundle(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an exported bundle (not a run directory)."""
+    return (Path(path) / BUNDLE_FILE).is_file()

@@ -30,7 +30,13 @@ import numpy as np
 import ray
 
 from . import budget, schedule
-from .exceptions import BaseLearnerFailed, DataError, describe
+from .exceptions import (
+    BaseLearnerFailed,
+    DataError,
+    DiskFullError,
+    describe,
+    is_disk_full,
+)
 from .learners import FitContext
 from .specs import FitOutcome, FitResult, FitTask
 from .worker import fit_fold
@@ -285,6 +291,12 @@ class FitPool:
         try:
             result: FitResult = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # the fit itself raised
+            if is_disk_full(exc):  # not the member's fault: no fit can save
+                raise DiskFullError(
+                    f"the disk is full: {task.member} fold {task.fold} could not "
+                    "save its model; free some space or write the run elsewhere "
+                    "(--out)"
+                ) from exc
             self._fail(task, describe(exc))
             return
         except ray.exceptions.RayError as exc:  # its process or node died

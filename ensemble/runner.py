@@ -38,7 +38,13 @@ from .budget import Budget
 from .config import RunConfig
 from .context import FitHook, RunContext, TrialHook
 from .data import PreparedData, load_table, prepare
-from .exceptions import ConfigError, DataError, RunStateError
+from .exceptions import (
+    ConfigError,
+    DataError,
+    DiskFullError,
+    RunStateError,
+    is_disk_full,
+)
 from .learners import get
 from .metrics import METRICS, default_metric
 from .specs import FusionOutcome
@@ -184,7 +190,10 @@ def fit_run(
         data = load_and_prepare(config)
     metric, warm = _check_before_writing(config, data)
     budget = budget.with_fusions(_fusion_seconds(config, data))
-    run = _open_run(config, resume)
+    try:
+        run = _open_run(config, resume)
+    except OSError as exc:
+        raise _disk_full(config.out) if is_disk_full(exc) else exc from exc
     try:
         with run.lock():
             if resume:
@@ -199,6 +208,13 @@ def fit_run(
             # `complete` or `failed`): the local staging copy has served, on
             # success and on failure alike.
             shutil.rmtree(run.path.parent, ignore_errors=True)
+
+
+def _disk_full(where: str) -> DiskFullError:
+    return DiskFullError(
+        f"the disk of {where} is full (no space left on device); free some space "
+        "or write the run elsewhere (--out)"
+    )
 
 
 def _check_before_writing(
@@ -290,25 +306,33 @@ def _check_resumable(run: RunDirectory, config: RunConfig, data: PreparedData) -
 def _locked_run(ctx: RunContext) -> RunResult:
     """The stages between the first manifest and the last; a failure is recorded."""
     run = ctx.run
-    if ctx.resume:
-        history = list(run.read_manifest().get("resumed_at") or [])
-        run.write_manifest(
-            status="running",
-            finished_at=None,
-            error=None,
-            resumed_at=[*history, now_iso()],
-            versions=versions(),
-        )
-    else:
-        _write_first_manifest(ctx)
     try:
+        if ctx.resume:
+            history = list(run.read_manifest().get("resumed_at") or [])
+            run.write_manifest(
+                status="running",
+                finished_at=None,
+                error=None,
+                resumed_at=[*history, now_iso()],
+                versions=versions(),
+            )
+        else:
+            _write_first_manifest(ctx)
         result = _run_stages(ctx)
     except BaseException as exc:
-        run.write_manifest(
-            status="failed",
-            finished_at=now_iso(),
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-        )
+        err = exc
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            err = _disk_full(run.location)
+        try:
+            run.write_manifest(
+                status="failed",
+                finished_at=now_iso(),
+                error=f"{type(err).__name__}: {err}"[:2000],
+            )
+        except OSError as again:  # a full disk may refuse even that
+            logger.warning("the failed manifest could not be written: %s", again)
+        if err is not exc:
+            raise err from exc
         raise
     run.clear_checkpoints()
     if ctx.config.report:
@@ -491,6 +515,7 @@ def _finish(
     run.write_table("leaderboard.parquet", board)
     run.write_table("fusion.parquet", lb.weight_rows(fused, names))
     _save_fusions(run, {f.key: f.fusion for f in fused}, names)
+    kept = _keep_models(ctx, best, fused, names)
     slots = max(fitted.slots, 1)
     # Over the fits this session ran (a resumed run reuses some from before);
     # fits of tuning trials ran outside the pools and count in neither.
@@ -507,6 +532,7 @@ def _finish(
         failed_members=fitted.failed,
         skipped_members=fitted.skipped,
         dropped_columns=ctx.data.dropped_columns,
+        kept_models=kept,
         repeats={m: len({r.repeat for r in fitted.of(m)}) for m in names},
         timing={
             "fit_wall_s": round(ctx.fit_wall, 3),
@@ -548,6 +574,38 @@ def _write_predictions(
         lb.holdout_frame(f.key, hold, y_hold, f.holdout_pred, cols) for f in fused
     ]
     ctx.run.write_table("holdout.parquet", pd.concat(frames, ignore_index=True))
+
+
+def _keep_models(
+    ctx: RunContext, best: str, fused: list[FusionOutcome], names: list[str]
+) -> list[str]:
+    """Delete the fold models the chosen model does not need; the kept names.
+
+    With ``keep_models="all"`` nothing goes. Otherwise the chosen member's
+    models stay, or the chosen fusion and the members it weighs by more than
+    exactly zero (``BaseFusion.unused_members``); the others' fold models and
+    the other fusions go (their OOF predictions and scores stay).
+    """
+    fusions = {f.key: f for f in fused}
+    if ctx.config.keep_models == "all":
+        return sorted([*names, *fusions])
+    if best in fusions:
+        unused = {names[i] for i in fusions[best].fusion.unused_members()}
+        keep = [m for m in names if m not in unused] + [best]
+    else:
+        keep = [best]
+    run = ctx.run
+    gone = [f"models/{m}" for m in names if m not in keep]
+    gone += [f"models/fusion/{k}.joblib" for k in fusions if k != best]
+    for rel in gone:
+        path = run.path / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        if run.remote is not None:
+            storage.remove(storage.join(run.remote, rel))
+    return sorted(keep)
 
 
 def _save_fusions(

@@ -140,9 +140,14 @@ def download(
 
 
 def remove(uri: str) -> None:
-    """Delete the tree at ``uri`` when it exists."""
-    if exists(uri):
-        fs, path = _fs(uri)
+    """Delete the file or tree at ``uri`` when it exists."""
+    import pyarrow.fs as pafs
+
+    fs, path = _fs(uri)
+    kind = fs.get_file_info(path).type
+    if kind == pafs.FileType.File:
+        fs.delete_file(path)
+    elif kind == pafs.FileType.Directory:
         fs.delete_dir(path)
 
 

@@ -123,6 +123,15 @@ class BaseFusion(BaseEstimator):
             out = out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
         return out
 
+    def unused_members(self) -> list[int]:
+        """Members whose predictions cannot change this fusion's output.
+
+        Their weight is exactly zero, so any prediction in their place (a run
+        that keeps only the models its chosen fusion needs passes a constant)
+        gives the same output to the bit. Fusions that cannot say return none.
+        """
+        return []
+
     def member_weights(self) -> list[tuple[int | str, float, str]]:
         """``(member index, weight, output)`` rows for fusion.parquet."""
         w = getattr(self, "weights_", None)

@@ -71,3 +71,7 @@ class SelectionFusion(BaseFusion):
 
     def _predict(self, P: np.ndarray, X: np.ndarray | None) -> np.ndarray:
         return weighted_mean(P, self.weights_)
+
+    def unused_members(self) -> list[int]:
+        """Members with weight exactly zero (see ``BaseFusion.unused_members``)."""
+        return [int(i) for i in np.flatnonzero(self.weights_ == 0)]

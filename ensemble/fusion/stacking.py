@@ -170,6 +170,17 @@ class StackingFusion(BaseFusion):
         pred: np.ndarray = est.predict(inputs)
         return pred
 
+    def unused_members(self) -> list[int]:
+        """With ``positive=True``, the members whose coefficient is exactly 0.
+
+        Their inputs are multiplied by that 0 (a log-probability of a constant
+        prediction, or a value), so they cannot change the output.
+        """
+        if not self.positive:
+            return []
+        coef = np.ravel(self.final_estimator_.coef_)
+        return [int(i) for i in np.flatnonzero(coef[: self.n_members_] == 0)]
+
     def member_weights(self) -> list[tuple[int | str, float, str]]:
         """Coefficients per member (per class for multiclass linear stacking)."""
         est = self.final_estimator_

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-from ._base import Learner, register, sklearn_predict
+from ._base import JOBLIB_COMPRESS, Learner, register, sklearn_predict
 from ._preprocess import OneHotScaler
 
 
@@ -48,7 +48,7 @@ class KNNLearner(Learner):
     def _save(self, path: Path) -> None:
         import joblib
 
-        joblib.dump((self.pre_, self.model_), path)
+        joblib.dump((self.pre_, self.model_), path, compress=JOBLIB_COMPRESS)
 
     def _load(self, path: Path) -> None:
         import joblib

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from ._base import Learner, register, sklearn_predict
+from ._base import JOBLIB_COMPRESS, Learner, register, sklearn_predict
 from ._preprocess import OneHotScaler
 
 
@@ -46,7 +46,7 @@ class LinearLearner(Learner):
     def _save(self, path: Any) -> None:
         import joblib
 
-        joblib.dump((self.pre_, self.model_), path)
+        joblib.dump((self.pre_, self.model_), path, compress=JOBLIB_COMPRESS)
 
     def _load(self, path: Any) -> None:
         import joblib

@@ -38,6 +38,7 @@ def base_run(ray_session, tmp_path_factory):
         n_folds=3,
         holdout=0.2,  # distillation and pruning score on the holdout
         portfolio=False,
+        keep_models="all",  # pruning needs the MLP's fold models
         report=False,
     )
     fit_run(cfg)

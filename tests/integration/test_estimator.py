@@ -42,6 +42,7 @@ def test_classifier_on_a_mixed_type_frame_and_load(ray_session, tmp_path):
     clf = EnsembleClassifier(
         learners=["linear", "lgbm"],
         portfolio=False,
+        keep_models="all",
         fusions=["average", "stacking"],
         n_folds=3,
         learner_params={"lgbm": {"max_rounds": 80}},

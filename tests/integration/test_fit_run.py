@@ -40,6 +40,7 @@ def _config(tmp_path, frame, **kw):
         "learner_params": FAST,
         "seed": 0,
         "report": False,  # the report has tests of its own
+        "keep_models": "all",  # tests read every member's fold models
     }
     base.update(kw)
     return RunConfig(**base)

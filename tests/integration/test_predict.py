@@ -34,6 +34,7 @@ def fitted(ray_session, tmp_path_factory):
         learner_params={"lgbm": {"max_rounds": 100}},
         run_id="r",
         report=False,
+        keep_models="all",  # predictions of single members are compared too
     )
     return fit_run(cfg)
 

@@ -99,6 +99,7 @@ def s3_run(ray_session, s3, tmp_path_factory):
         learners=("linear", "lgbm"),
         portfolio=False,
         holdout=0.2,
+        keep_models="all",  # every fold model's upload is checked
         fusions=("average", "stacking"),
         learner_params={"lgbm": {"max_rounds": 60}},
         run_id="r1",

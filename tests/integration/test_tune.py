@@ -121,6 +121,7 @@ def test_a_tuned_run_reuses_its_trials_folds(ray_session, tmp_path):
         learner_params={"hgb": {"max_iter": 40}},
         fusions=("average",),
         report=False,
+        keep_models="all",
     )
     result = fit_run(
         cfg,
