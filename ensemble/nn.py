@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TorchTrainer", "auto_batch_size", "build_mlp"]
+__all__ = ["TorchTrainer", "auto_batch_size", "build_mlp", "infer"]
 
 
 def _torch() -> Any:
@@ -24,6 +24,38 @@ def _torch() -> Any:
 
 
 SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
+
+
+#: Rows per forward pass at prediction (bounds the memory of a large batch).
+INFER_CHUNK = 8192
+
+
+def infer(module: Any, inputs: np.ndarray) -> np.ndarray:
+    """A trained module's outputs for ``inputs``, computed in float64.
+
+    In float32 a row's output depends on how many rows share its matrix
+    product (the kernels sum in another order): one row alone and the same row
+    among 500 differed by up to 9e-7 (relative) on the test tables. In float64
+    they differ by at most ~1e-13, so ``ensemble predict``, in-process
+    prediction and the OOF predictions agree to 1e-12 whatever the batches.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The trained network (left as it is: a float64 copy runs).
+    inputs : ndarray of shape (n, n_inputs)
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    torch = _torch()
+    net = copy.deepcopy(module).double().eval()
+    Z = torch.as_tensor(np.asarray(inputs, dtype=np.float64))
+    with torch.no_grad():
+        parts = [net(Z[i : i + INFER_CHUNK]) for i in range(0, len(Z), INFER_CHUNK)]
+        out = torch.cat(parts) if parts else net(Z)
+    return np.asarray(out.numpy(), dtype=np.float64)
 
 
 def auto_batch_size(value: Any, n_rows: int) -> int:

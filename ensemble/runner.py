@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import budget as budget_mod
-from . import leaderboard as lb
 from . import storage
 from .artifacts import RunDirectory, now_iso, versions
 from .budget import Budget
@@ -46,8 +44,9 @@ from .exceptions import (
     is_disk_full,
 )
 from .learners import get
+from .members import Fitted
 from .metrics import METRICS, default_metric
-from .specs import FusionOutcome
+from .scoring import Scored
 from .warm import WarmStart
 
 __all__ = ["RunContext", "RunResult", "fit_run", "load_and_prepare", "resume_config"]
@@ -380,159 +379,37 @@ def _write_first_manifest(ctx: RunContext) -> None:
 
 def _run_stages(ctx: RunContext) -> RunResult:
     from . import members as stage
+    from . import scoring
 
     folds = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
     ctx.run.write_table("folds.parquet", folds)
     fitted = stage.fit_portfolio(ctx)
     fitted = stage.search(ctx, fitted)
     fitted = stage.repeat(ctx, fitted)
-    _write_folds(ctx, fitted)
-    names = [s.name for s in fitted.specs]
-    cols = lb.pred_columns(ctx.data.classes)
-    oof = _write_oof(ctx, fitted, names, cols)
-    P = lb.stack_oof(oof, names, ctx.train_rows, cols)  # (n, m[, K]), from oof/
-    H = np.stack([lb.member_holdout(fitted.of(m)) for m in names], axis=1)
-    fused = _fuse(ctx, P, H, len(names))
-    board, fold_scores = _score(ctx, fitted, names, P, H, fused)
-    return _finish(ctx, fitted, names, fused, board, fold_scores, cols, P, H)
+    scored = scoring.score(ctx, fitted)
+    return _finish(ctx, fitted, scored)
 
 
-def _write_folds(ctx: RunContext, fitted: Any) -> None:
-    """``folds.parquet`` again when repeats were kept: ``fold_r<r>`` columns."""
-    used = sorted({r.repeat for r in fitted.results} - {0})
-    if not used:
-        return
-    frame = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
-    for rep in used:
-        frame[f"fold_r{rep}"] = fitted.folds[rep]
-    ctx.run.write_table("folds.parquet", frame)
-
-
-def _y_true(ctx: RunContext, rows: np.ndarray) -> Any:
-    y = ctx.data.y[rows]
-    return [ctx.data.classes[i] for i in y] if ctx.data.classes else y
-
-
-def _write_oof(
-    ctx: RunContext, fitted: Any, names: list[str], cols: list[str]
-) -> pd.DataFrame:
-    """Each member's OOF predictions (repeats averaged) through a Ray Dataset."""
-    from .oof import write_oof
-
-    rows = ctx.train_rows
-    y_true = _y_true(ctx, rows)
-    fold = ctx.data.fold[rows]
-    frames = [
-        lb.oof_frame(
-            m, rows, fold, y_true, lb.member_oof(fitted.of(m), fitted.folds), cols
-        )
-        for m in names
-    ]
-    return write_oof(ctx.run, frames)
-
-
-def _fuse(
-    ctx: RunContext, P: np.ndarray, H: np.ndarray, n_members: int
-) -> list[FusionOutcome]:
-    from .fuse import fuse_all, fusion_specs
-
-    specs = fusion_specs(
-        ctx.config.fusions, metric=ctx.metric, seed=ctx.config.seed, n_members=n_members
-    )
-    if not specs:
-        return []
-    data = ctx.data
-    return fuse_all(
-        specs,
-        P,
-        data.y[ctx.train_rows],
-        data.fold[ctx.train_rows],
-        data.X[ctx.train_rows],
-        H,
-        data.X[ctx.holdout_rows],
-        metric=ctx.metric,
-        finish_by=ctx.budget.fusions_finish_by(),
-    )
-
-
-def _score(
-    ctx: RunContext,
-    fitted: Any,
-    names: list[str],
-    P: np.ndarray,
-    H: np.ndarray,
-    fused: list[FusionOutcome],
-) -> tuple[pd.DataFrame, dict[str, list[float]]]:
-    """The leaderboard (members, then fusions) and each model's per-fold scores."""
-    data, metric = ctx.data, ctx.metric
-    k = data.n_classes
-    y_oof, y_hold = data.y[ctx.train_rows], data.y[ctx.holdout_rows]
-    fold = data.fold[ctx.train_rows]
-    candidates: list[tuple[str, str, np.ndarray, np.ndarray, float]] = [
-        (m, "member", P[:, i], H[:, i], sum(r.fit_s for r in fitted.of(m)))
-        for i, m in enumerate(names)
-    ]
-    candidates += [
-        (f.key, "fusion", f.oof_pred, f.holdout_pred, f.fit_s) for f in fused
-    ]
-    rows, per_fold = [], {}
-    for model, kind, oof_pred, hold_pred, fit_s in candidates:
-        rows.append(
-            lb.board_row(
-                model,
-                kind,
-                metric=metric,
-                task=data.task,
-                n_classes=k,
-                y_oof=y_oof,
-                oof_pred=oof_pred,
-                y_hold=y_hold,
-                hold_pred=hold_pred,
-                fit_s=fit_s,
-            )
-        )
-        per_fold[model] = lb.fold_scores(metric, y_oof, oof_pred, fold, k)
-    return pd.DataFrame(rows), per_fold
-
-
-def _finish(
-    ctx: RunContext,
-    fitted: Any,
-    names: list[str],
-    fused: list[FusionOutcome],
-    board: pd.DataFrame,
-    fold_scores: dict[str, list[float]],
-    cols: list[str],
-    P: np.ndarray,
-    H: np.ndarray,
-) -> RunResult:
-    """Write the tables and fusions, then the complete manifest."""
-    run = ctx.run
-    best = lb.choose(board, fold_scores)
-    board["best"] = board["model"] == best
-    _write_predictions(ctx, names, fused, cols, H)
-    run.write_table("fits.parquet", lb.fits_frame(fitted.results))
-    run.write_table("leaderboard.parquet", board)
-    run.write_table("fusion.parquet", lb.weight_rows(fused, names))
-    _save_fusions(run, {f.key: f.fusion for f in fused}, names)
-    kept = _keep_models(ctx, best, fused, names)
+def _finish(ctx: RunContext, fitted: Fitted, scored: Scored) -> RunResult:
+    """Write the complete manifest."""
     slots = max(fitted.slots, 1)
+    names = scored.members
     # Over the fits this session ran (a resumed run reuses some from before);
     # fits of tuning trials ran outside the pools and count in neither.
     fresh = [
         r for r in fitted.results if not r.resumed and not r.worker.startswith("tune:")
     ]
     efficiency = sum(r.fit_s for r in fresh) / max(ctx.fit_wall * slots, 1e-9)
-    manifest = run.write_manifest(
+    manifest = ctx.run.write_manifest(
         status="complete",
         finished_at=now_iso(),
-        best=best,
+        best=scored.best,
         members=names,
-        fusions=[f.key for f in fused],
+        fusions=[f.key for f in scored.fused],
         failed_members=fitted.failed,
         skipped_members=fitted.skipped,
         dropped_columns=ctx.data.dropped_columns,
-        kept_models=kept,
+        kept_models=scored.kept,
         repeats={m: len({r.repeat for r in fitted.of(m)}) for m in names},
         timing={
             "fit_wall_s": round(ctx.fit_wall, 3),
@@ -540,84 +417,4 @@ def _finish(
             "parallel_efficiency": round(efficiency, 4),
         },
     )
-    return RunResult(run, board, best, manifest)
-
-
-def _write_predictions(
-    ctx: RunContext,
-    names: list[str],
-    fused: list[FusionOutcome],
-    cols: list[str],
-    H: np.ndarray,
-) -> None:
-    """Write the fusions' cross-fitted predictions, and the holdout's.
-
-    ``fusion_oof.parquet`` always (when there are fusions); ``holdout.parquet``
-    only when the run has a holdout.
-    """
-    rows = ctx.train_rows
-    y_true, fold = _y_true(ctx, rows), ctx.data.fold[rows]
-    if fused:
-        frames = [
-            lb.oof_frame(f.key, rows, fold, y_true, f.oof_pred, cols, key="model")
-            for f in fused
-        ]
-        ctx.run.write_table("fusion_oof.parquet", pd.concat(frames, ignore_index=True))
-    if not ctx.data.has_holdout:
-        return
-    hold = ctx.holdout_rows
-    y_hold = _y_true(ctx, hold)
-    frames = [
-        lb.holdout_frame(m, hold, y_hold, H[:, i], cols) for i, m in enumerate(names)
-    ]
-    frames += [
-        lb.holdout_frame(f.key, hold, y_hold, f.holdout_pred, cols) for f in fused
-    ]
-    ctx.run.write_table("holdout.parquet", pd.concat(frames, ignore_index=True))
-
-
-def _keep_models(
-    ctx: RunContext, best: str, fused: list[FusionOutcome], names: list[str]
-) -> list[str]:
-    """Delete the fold models the chosen model does not need; the kept names.
-
-    With ``keep_models="all"`` nothing goes. Otherwise the chosen member's
-    models stay, or the chosen fusion and the members it weighs by more than
-    exactly zero (``BaseFusion.unused_members``); the others' fold models and
-    the other fusions go (their OOF predictions and scores stay).
-    """
-    fusions = {f.key: f for f in fused}
-    if ctx.config.keep_models == "all":
-        return sorted([*names, *fusions])
-    if best in fusions:
-        unused = {names[i] for i in fusions[best].fusion.unused_members()}
-        keep = [m for m in names if m not in unused] + [best]
-    else:
-        keep = [best]
-    run = ctx.run
-    gone = [f"models/{m}" for m in names if m not in keep]
-    gone += [f"models/fusion/{k}.joblib" for k in fusions if k != best]
-    for rel in gone:
-        path = run.path / rel
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-        if run.remote is not None:
-            storage.remove(storage.join(run.remote, rel))
-    return sorted(keep)
-
-
-def _save_fusions(
-    run: RunDirectory, fitted: dict[str, Any], members: list[str]
-) -> None:
-    import joblib
-
-    fdir = run.path / "models" / "fusion"
-    fdir.mkdir(parents=True, exist_ok=True)
-    for key, est in fitted.items():
-        target = fdir / f"{key}.joblib"
-        tmp = target.with_name(target.name + ".tmp")
-        joblib.dump({"members": members, "fusion": est}, tmp)
-        tmp.replace(target)
-    run.sync("models/fusion")
+    return RunResult(ctx.run, scored.board, scored.best, manifest)

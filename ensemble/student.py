@@ -131,14 +131,14 @@ class Student:
                 return np.column_stack([1.0 - p1, p1])
             P = np.clip(np.column_stack(cols), 1e-12, None)
             return np.asarray(P / P.sum(axis=1, keepdims=True))
-        import torch
 
-        Z = torch.as_tensor(self.pre_.transform(X))
-        with torch.no_grad():
-            out = self.models_[0](Z)
+        from .nn import infer
+
+        out = infer(self.models_[0], self.pre_.transform(X))
         if self.context.is_classification:
-            return np.asarray(torch.softmax(out, dim=1).numpy(), dtype=float)
-        return np.asarray(out.squeeze(-1).numpy() * self.y_std_ + self.y_mean_)
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            return np.asarray(e / e.sum(axis=1, keepdims=True))
+        return np.asarray(out[:, 0] * self.y_std_ + self.y_mean_)
 
     def save(self, path: Path) -> None:
         """Write to directory ``path``: meta.json plus native model files."""

@@ -159,11 +159,9 @@ class NeuralFusion(BaseFusion):
             self.weights_ = module.weights(Z).mean(dim=0).numpy().astype(float)
 
     def _predict(self, P: np.ndarray, X: np.ndarray | None) -> np.ndarray:
-        import torch
+        from ..nn import infer
 
-        Z = torch.as_tensor(self._inputs(P, X, fit=False))
-        with torch.no_grad():
-            out = self.module_(Z).numpy()
+        out = infer(self.module_, self._inputs(P, X, fit=False))
         if P.ndim == 3:
             return np.exp(out)
         return out[:, 0] * self.p_std_ + self.p_mean_

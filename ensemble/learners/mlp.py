@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..nn import TorchTrainer, auto_batch_size, build_mlp
+from ..nn import TorchTrainer, auto_batch_size, build_mlp, infer
 from ._base import Learner, register
 from ._preprocess import OneHotScaler
 from ._split import INNER_VALID, inner_split
@@ -141,15 +141,10 @@ class MLPLearner(Learner):
         self.model_ = module.to("cpu").eval()
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        torch = _torch()
-        Z = torch.as_tensor(self.pre_.transform(X))
-        with torch.no_grad():
-            out = torch.cat(
-                [self.model_(Z[i : i + 8192]) for i in range(0, len(Z), 8192)]
-            )
+        out = infer(self.model_, self.pre_.transform(X))
         if self.context.is_classification:
-            return torch.softmax(out / self.temperature_, dim=1).numpy()
-        return out.squeeze(-1).numpy() * self.y_std_ + self.y_mean_
+            return _softmax(out / self.temperature_)
+        return out[:, 0] * self.y_std_ + self.y_mean_
 
     def _save(self, path: Path) -> None:
         import joblib
@@ -224,6 +219,12 @@ def load_warm_state(module: Any, blob: bytes, arch: dict[str, Any]) -> bool:
         )
     module.load_state_dict(saved["state_dict"])
     return True
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def _deterministic_cuda(torch: Any) -> None:

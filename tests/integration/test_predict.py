@@ -27,11 +27,14 @@ def fitted(ray_session, tmp_path_factory):
         target="target",
         out=str(tmp / "runs"),
         n_folds=3,
-        learners=("linear", "lgbm"),
+        learners=("linear", "lgbm", "mlp"),
         portfolio=False,
         holdout=0.2,
-        fusions=("average", "stacking_lgbm"),
-        learner_params={"lgbm": {"max_rounds": 100}},
+        fusions=("average", "stacking_lgbm", "neural"),
+        learner_params={
+            "lgbm": {"max_rounds": 100},
+            "mlp": {"width": 32, "max_epochs": 4},
+        },
         run_id="r",
         report=False,
         keep_models="all",  # predictions of single members are compared too
@@ -53,16 +56,44 @@ def test_predict_file_matches_in_process_predictions_and_keeps_order(fitted, tmp
     pred = pd.read_parquet(out)
     assert list(pred.row_id) == list(range(3000))
     expect = load(fitted.run_dir.path).predict_frame(new)
-    np.testing.assert_allclose(pred.pred_yes, expect.pred_yes, rtol=1e-9)
+    np.testing.assert_allclose(pred.pred_yes, expect.pred_yes, rtol=1e-12)
     assert (pred.label == expect.label).all()
     assert set(pred.label) <= {"no", "yes"}
+
+
+@pytest.mark.parametrize("model", ["linear", "lgbm", "stacking_lgbm", "mlp", "neural"])
+def test_batches_change_no_prediction_beyond_the_stated_tolerance(
+    fitted, tmp_path, model
+):
+    """Trees and linear models predict a row the same to the bit in any batch;
+    a torch network (the MLP, neural fusion) runs in float64, where the order
+    of a matrix product's sums (which depends on the rows beside it) moves its
+    output by ~1e-14: ``ensemble predict`` equals in-process prediction to
+    1e-12 (relative), one row at a time as in batches of 500."""
+    new = make_table(1000, seed=11).drop(columns=["target"])
+    src = tmp_path / "new.parquet"
+    new.to_parquet(src)
+    out = tmp_path / "pred.parquet"
+    predict_file(fitted.run_dir.path, str(src), out, model=model, batch_size=500)
+    got = pd.read_parquet(out).pred_yes.to_numpy()
+    m = load(fitted.run_dir.path, model)
+    whole = m.predict_frame(new).pred_yes.to_numpy()
+    single = np.concatenate(
+        [m.predict_frame(new.iloc[i : i + 1]).pred_yes.to_numpy() for i in range(50)]
+    )
+    if model in ("mlp", "neural"):
+        np.testing.assert_allclose(got, whole, rtol=1e-12)
+        np.testing.assert_allclose(single, whole[:50], rtol=1e-12)
+    else:
+        np.testing.assert_array_equal(got, whole)
+        np.testing.assert_array_equal(single, whole[:50])
 
 
 def test_predictions_of_holdout_rows_equal_holdout_parquet(fitted, tmp_path):
     run = fitted.run_dir
     manifest = run.read_manifest()
     frame = pd.read_parquet(manifest["config"]["data"])
-    for model in ("linear", "stacking_lgbm"):
+    for model in ("linear", "stacking_lgbm", "mlp"):
         hold = run.read_table("holdout.parquet")
         hold = hold[hold.model == model].sort_values("row_id")
         got = load(run.path, model).predict_frame(frame.iloc[hold.row_id])
