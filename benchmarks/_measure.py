@@ -79,6 +79,26 @@ class PeakRSS:
         return self.peak / 2**20
 
 
+def run_measured(cmd: list[str], what: str) -> tuple[str, float, float]:
+    """Run ``cmd``; its stdout, wall seconds and peak RSS (MiB) of its tree.
+
+    A non-zero exit raises with the end of its stderr (``what`` names it).
+    """
+    import subprocess
+
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        mem.set_root(proc.pid)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed: {err[-2000:]}")
+    return out, wall, mem.peak_mib
+
+
 def drop_models(run_dir: Path) -> None:
     """Delete ``run_dir/models`` once a run is measured, and say how much went.
 

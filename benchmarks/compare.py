@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _measure import PeakRSS, drop_models  # noqa: E402
+from _measure import PeakRSS, drop_models, run_measured  # noqa: E402
 
 from ensemble import runtime  # noqa: E402
 from ensemble.config import DEFAULT_LEARNERS, RunConfig  # noqa: E402
@@ -254,16 +253,7 @@ def run_autogluon(
             "--out",
             str(tmp_path / "pred.parquet"),
         ]
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            mem.set_root(proc.pid)
-            out, err = proc.communicate()
-            wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"AutoGluon failed: {err[-2000:]}")
+        out, wall, peak = run_measured(cmd, "AutoGluon")
         info = json.loads(out.strip().splitlines()[-1])
         pred = pd.read_parquet(tmp_path / "pred.parquet")
     if data.task == "regression":
@@ -279,7 +269,7 @@ def run_autogluon(
         P,
         data.n_classes,
         wall_s=wall,
-        peak_rss_mib=mem.peak_mib,
+        peak_rss_mib=peak,
         fit_s=info["fit_s"],
     )
 
@@ -317,8 +307,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     learners = [k.strip() for k in args.learners.split(",") if k.strip()]
     frame, sha = load_table(args.data)
+    # This comparison scores every system on one holdout of the table.
     data = prepare(
-        frame, args.target, n_folds=args.folds, seed=args.seed, data_sha256=sha
+        frame,
+        args.target,
+        n_folds=args.folds,
+        holdout=0.2,
+        seed=args.seed,
+        data_sha256=sha,
     )
     metric = default_metric(data.task)
     out = Path(args.out)
@@ -330,6 +326,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         out=str(out / "runs"),
         learners=tuple(learners),
         n_folds=args.folds,
+        holdout=0.2,
         seed=args.seed,
         time_limit=args.time_limit,
         verbose=0,

@@ -40,7 +40,10 @@ def main() -> None:
         t0 = time.time()
         subprocess.run(
             [ENSEMBLE, "fit", "--data", args.data, "--target", args.target]
-            + ["--out", args.out, "--run-id", run_id, "-q"],
+            + ["--out", args.out, "--run-id", run_id, "-q"]
+            # distillation and pruning score on a holdout; pruning needs the
+            # MLP members' fold models
+            + ["--holdout", "0.2", "--keep-models", "all"],
             check=True,
         )
         print(f"fit: {time.time() - t0:.0f} s")

@@ -28,10 +28,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _measure import PeakRSS  # noqa: E402
+from _measure import run_measured  # noqa: E402
 
 from ensemble.data import infer_task  # noqa: E402
 from ensemble.metrics import default_metric, score  # noqa: E402
@@ -119,14 +117,7 @@ def run_ours(
         "-q",
         *extra,
     ]
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        mem.set_root(proc.pid)
-        out, err = proc.communicate()
-        wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"ensemble fit failed: {err.decode()[-2000:]}")
+    _, wall, peak = run_measured(cmd, "ensemble fit")
     run = work / "runs" / "ours"
     manifest = json.loads((run / "manifest.json").read_text())
     board = pd.read_parquet(run / "leaderboard.parquet").set_index("model")
@@ -145,7 +136,7 @@ def run_ours(
                 "test_score": score(metric, y, pred, len(classes)),
                 "oof_score": float(board.loc[model, "oof_score"]),
                 "wall_s": wall if model == manifest["best"] else np.nan,
-                "peak_rss_mib": mem.peak_mib if model == manifest["best"] else np.nan,
+                "peak_rss_mib": peak if model == manifest["best"] else np.nan,
             }
         )
     size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
@@ -190,16 +181,7 @@ def run_autogluon(
         "--out",
         str(work / "pred.parquet"),
     ]
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        mem.set_root(proc.pid)
-        out, err = proc.communicate()
-        wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"AutoGluon failed: {err[-2000:]}")
+    out, wall, peak = run_measured(cmd, "AutoGluon")
     info = json.loads(out.strip().splitlines()[-1])
     pred = pd.read_parquet(work / "pred.parquet")
     shutil.rmtree(work / f"ag-{preset}", ignore_errors=True)
@@ -219,7 +201,7 @@ def run_autogluon(
         "metric": metric,
         "test_score": score(metric, y, P, k),
         "wall_s": wall,
-        "peak_rss_mib": mem.peak_mib,
+        "peak_rss_mib": peak,
         "autogluon_version": info.get("version"),
     }
 

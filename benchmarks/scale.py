@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             run_id,
             "--time-limit",
             str(args.time_limit),
+            "--holdout",
+            "0.2",  # scored on held-out rows of the synthetic table
             "-q",
         ]
         run_dir = out / "runs" / run_id
