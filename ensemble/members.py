@@ -104,7 +104,16 @@ def portfolio(ctx: RunContext) -> list[MemberSpec]:
     """
     config = ctx.config
     specs = []
+    n_rows = len(ctx.train_rows)
     for key in config.learners:
+        if n_rows > budget_mod.MAX_ROWS.get(key, n_rows) and _default_learners(config):
+            logger.info(
+                "%s left out: %d rows (it is fitted up to %d)",
+                key,
+                n_rows,
+                budget_mod.MAX_ROWS[key],
+            )
+            continue
         cls = get(key)
         fixed = dict(config.learner_params.get(key, {}))
         specs.append(MemberSpec(key, key, cls.check_params(fixed)))
@@ -115,6 +124,16 @@ def portfolio(ctx: RunContext) -> list[MemberSpec]:
     if ctx.warm is not None:
         specs = [ctx.warm.adapt(spec) for spec in specs]
     return specs
+
+
+def _default_learners(config: Any) -> bool:
+    """Whether the families are the default list.
+
+    A user's own list is fitted as asked, whatever the rows.
+    """
+    from .config import DEFAULT_LEARNERS
+
+    return tuple(config.learners) == DEFAULT_LEARNERS
 
 
 def fit_portfolio(ctx: RunContext) -> Fitted:
