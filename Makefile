@@ -83,7 +83,7 @@ bench-scale: venv
 lint: venv
 	$(VENV)/bin/ruff check ensemble tests jobs benchmarks
 	$(VENV)/bin/ruff format --check ensemble tests jobs benchmarks
-	$(VENV)/bin/mypy ensemble
+	$(VENV)/bin/mypy ensemble benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -104,7 +104,16 @@ class RegressorAdapter(RegressorMixin, LearnerAdapter):
     pass
 
 
-def _row(system: str, kind: str, task: str, metric: str, y, pred, k, **extra) -> dict:
+def _row(
+    system: str,
+    kind: str,
+    task: str,
+    metric: str,
+    y: Any,
+    pred: Any,
+    k: int,
+    **extra: Any,
+) -> dict:
     scores = score_all(task, y, pred, k)
     return {
         "system": system,
