@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import pickle
 import platform
@@ -25,7 +26,9 @@ from typing import Any
 import pandas as pd
 
 from . import storage
-from .exceptions import DiskFullError, RunStateError
+from .exceptions import DiskFullError, RunStateError, is_disk_full
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -295,6 +298,36 @@ class RunDirectory:
             current.setdefault(key, None)
         self.write_json("manifest.json", current)
         return current
+
+    def record_failure(self, error: str) -> None:
+        """Mark the run failed in its manifest, even on a full disk.
+
+        The atomic write needs room for a second copy; when the disk has
+        none, the manifest is rewritten in place, in the pages it already
+        holds, when they can take it (a failed manifest is a few hundred
+        bytes longer than the running one, usually inside its last block).
+        Otherwise the failure is only logged.
+        """
+        fields = {"status": "failed", "finished_at": now_iso(), "error": error}
+        try:
+            self.write_manifest(**fields)
+            return
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+        path = self.path / "manifest.json"
+        try:
+            current = self.read_manifest() if path.is_file() else {}
+            current.update(fields)
+            text = json.dumps(current, indent=2, default=str).encode()
+            if len(text) > os.stat(path).st_blocks * 512:  # would need a block
+                raise OSError(28, "no room to rewrite the manifest in place")
+            with open(path, "r+b") as fh:
+                fh.write(text)
+                fh.truncate()
+            self.sync("manifest.json")
+        except OSError as again:
+            logger.warning("the failed manifest could not be written: %s", again)
 
     # -- reading -------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:

@@ -201,6 +201,12 @@ def fit_run(
                 config, data, run, metric, budget, on_fit, on_trial, resume, warm
             )
             return _locked_run(ctx)
+    except OSError as exc:  # a disk too full to take even the lock file
+        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
+            raise
+        if not resume and not (run.path / "manifest.json").exists():
+            shutil.rmtree(run.path, ignore_errors=True)  # nothing half-written
+        raise _disk_full(run.location) from exc
     finally:
         if run.remote is not None:
             # Every file was uploaded as it was written (the manifest last,
@@ -322,14 +328,7 @@ def _locked_run(ctx: RunContext) -> RunResult:
         err = exc
         if is_disk_full(exc) and not isinstance(exc, DiskFullError):
             err = _disk_full(run.location)
-        try:
-            run.write_manifest(
-                status="failed",
-                finished_at=now_iso(),
-                error=f"{type(err).__name__}: {err}"[:2000],
-            )
-        except OSError as again:  # a full disk may refuse even that
-            logger.warning("the failed manifest could not be written: %s", again)
+        run.record_failure(f"{type(err).__name__}: {err}"[:2000])
         if err is not exc:
             raise err from exc
         raise

@@ -151,19 +151,24 @@ class LocalCluster:
             "import ray,sys;ray.init(address=sys.argv[1],logging_level='ERROR');"
             "print(sum(n['Alive'] for n in ray.nodes()))"
         )
-        res = subprocess.run(
-            [sys.executable, "-c", code, self.address],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=60,
-        )
+        try:
+            res = subprocess.run(
+                [sys.executable, "-c", code, self.address],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=45,
+            )
+        except subprocess.TimeoutExpired:
+            # a driver can hang on a GCS that is still starting (seen with
+            # token authentication on a loaded machine): not up yet, ask again
+            return 0
         try:
             return int(res.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             return 0
 
-    def wait_nodes(self, n: int, timeout: float = 90) -> None:
+    def wait_nodes(self, n: int, timeout: float = 150) -> None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if any(p.poll() is not None for p in self.nodes):

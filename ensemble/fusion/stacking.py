@@ -125,7 +125,7 @@ class StackingFusion(BaseFusion):
             if fit:
                 mask = (False,) * X.shape[1]
                 self.scaler_ = OneHotScaler(mask, (0,) * X.shape[1]).fit(X)
-            X = self.scaler_.transform(X)
+            X = self.scaler_.transform(X, np.float64)
         return np.hstack([base, X])
 
     def _fit(self, P: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> None:

@@ -83,20 +83,25 @@ class OneHotScaler:
             num[:, self.log_] = np.log1p(np.maximum(num[:, self.log_], 0.0))
         return num
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """Return the float32 design matrix."""
+    def transform(self, X: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """Return the design matrix (float32 unless ``dtype`` says otherwise).
+
+        sklearn (>= 1.8) keeps float32 inputs in float32, where a row's score
+        moves with the rows in its batch (~1e-7): its linear models and kNN ask
+        for float64, so that a row predicts the same alone as in any batch.
+        """
         raw = X[:, self.numeric_].astype(np.float64)
         num = self._compress(raw)
         missing = np.isnan(num)
         filled = np.where(missing, self.median_, num)
         parts = [
-            ((filled - self.mean_) / self.scale_).astype(np.float32),
-            missing[:, self.indicator_].astype(np.float32),
+            ((filled - self.mean_) / self.scale_).astype(dtype),
+            missing[:, self.indicator_].astype(dtype),
         ]
         for j in self.onehot_:
             k = int(self.n_categories[j])
             codes = X[:, j]
-            block = np.zeros((len(X), k), dtype=np.float32)
+            block = np.zeros((len(X), k), dtype=dtype)
             ok = ~np.isnan(codes) & (codes >= 0) & (codes < k)
             block[np.flatnonzero(ok), codes[ok].astype(int)] = 1.0
             parts.append(block)
@@ -104,7 +109,7 @@ class OneHotScaler:
             col = raw[:, i]
             pos = np.clip(np.searchsorted(levels, col), 0, len(levels) - 1)
             hit = levels[pos] == col  # NaN and unseen levels match nothing
-            block = np.zeros((len(X), len(levels)), dtype=np.float32)
+            block = np.zeros((len(X), len(levels)), dtype=dtype)
             block[np.flatnonzero(hit), pos[hit]] = 1.0
             parts.append(block)
-        return np.hstack(parts) if parts else np.zeros((len(X), 0), np.float32)
+        return np.hstack(parts) if parts else np.zeros((len(X), 0), dtype)

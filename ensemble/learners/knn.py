@@ -35,7 +35,7 @@ class KNNLearner(Learner):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
         self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)
-        Z = self.pre_.transform(X)
+        Z = self.pre_.transform(X, np.float64)
         cls = KNeighborsClassifier if ctx.is_classification else KNeighborsRegressor
         k = max(1, min(int(self.params["n_neighbors"]), len(Z) - 1))
         self.model_ = cls(
@@ -43,7 +43,9 @@ class KNNLearner(Learner):
         ).fit(Z, y)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return sklearn_predict(self.model_, self.pre_.transform(X), self.context)
+        return sklearn_predict(
+            self.model_, self.pre_.transform(X, np.float64), self.context
+        )
 
     def _save(self, path: Path) -> None:
         import joblib

@@ -30,7 +30,7 @@ class LinearLearner(Learner):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
         self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)
-        Z = self.pre_.transform(X)
+        Z = self.pre_.transform(X, np.float64)
         if ctx.is_classification:
             model: Any = LogisticRegression(
                 C=self.params["C"], max_iter=self.params["max_iter"]
@@ -41,7 +41,9 @@ class LinearLearner(Learner):
         self.model_ = model
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return sklearn_predict(self.model_, self.pre_.transform(X), self.context)
+        return sklearn_predict(
+            self.model_, self.pre_.transform(X, np.float64), self.context
+        )
 
     def _save(self, path: Any) -> None:
         import joblib

@@ -23,16 +23,29 @@ from tests.conftest import make_table
 pytestmark = pytest.mark.ray
 
 
+def _bent_table(n: int, seed: int) -> pd.DataFrame:
+    """A target with a linear part and a bend only trees and kNN see, so that
+    Caruana selection beats every member and leaves one out (on seed 2)."""
+    rng = np.random.default_rng(seed)
+    x1, x2, x3 = rng.normal(size=(3, n))
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    signal = x1 + 0.5 * x2 + (colour == "red") + 1.5 * np.sin(3 * x3) * (x2 > 0)
+    frame = pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "colour": colour})
+    noisy = signal + rng.normal(scale=0.5, size=n)
+    frame["target"] = np.where(noisy > 0.3, "yes", "no")
+    return frame
+
+
 def _config(tmp, **kw):
     path = tmp / "data.parquet"
     if not path.exists():
-        make_table(600, seed=2).to_parquet(path)
+        _bent_table(600, seed=2).to_parquet(path)
     base = {
         "data": str(path),
         "target": "target",
         "out": str(tmp / "runs"),
         "n_folds": 3,
-        "learners": ("linear", "knn", "lgbm"),
+        "learners": ("linear", "knn", "lgbm", "hgb", "et"),
         "portfolio": False,
         "fusions": ("selection",),
         "learner_params": {"lgbm": {"max_rounds": 80}},
@@ -71,7 +84,7 @@ def test_a_default_run_keeps_what_its_chosen_model_needs(runs):
 
 def test_the_lean_run_predicts_what_the_full_one_does_to_the_bit(runs):
     tmp, lean, full = runs
-    new = make_table(300, seed=9).drop(columns="target")
+    new = _bent_table(300, seed=9).drop(columns="target")
     a = load(lean.run_dir.path).predict_proba(new)
     b = load(full.run_dir.path).predict_proba(new)
     np.testing.assert_array_equal(a, b)
@@ -86,14 +99,15 @@ def test_an_exported_bundle_predicts_like_its_run_without_ray(runs, tmp_path):
         app, ["export", str(lean.run_dir.path), "--out", str(tmp_path / "b")]
     )
     assert res.exit_code == 0, res.output
-    assert res.output.startswith(f"exported selection to {tmp_path / 'b'}")
+    said = " ".join(res.output.split())  # the console wraps long paths
+    assert said.startswith(f"exported selection to {tmp_path / 'b'}")
     info = json.loads((tmp_path / "b" / "bundle.json").read_text())
     assert info["model"] == "selection" and info["task"] == "binary"
     assert info["scores"]["oof_score"] == pytest.approx(
         lean.leaderboard.set_index("model").loc["selection", "oof_score"]
     )
     assert info["source"]["run_id"] == "lean" and "ensemble" in info["versions"]
-    new = make_table(200, seed=4).drop(columns="target")
+    new = _bent_table(200, seed=4).drop(columns="target")
     new.to_parquet(tmp_path / "new.parquet")
     # in a fresh interpreter: no Ray imported, the run directory out of reach
     code = (
@@ -145,12 +159,12 @@ def test_a_full_disk_ends_the_run_in_one_line_and_spares_earlier_runs(
     make_table(2000, seed=3).to_parquet(tmp_path / "data.parquet")
     base = _config(tmp_path, out=str(small_disk), learners=("linear",), fusions=())
     earlier = fit_run(base.replace(run_id="earlier"))
-    # forests of this size save ~3 MB a fold: more than the disk has left,
-    # though the first fold of the first forest is expected to fit
+    # forests of this size save ~3 MB a fold (compressed): two folds are more
+    # than the disk has, though the first fold is expected to fit
     big = base.replace(
         run_id="big",
         learners=("rf",),
-        learner_params={"rf": {"n_estimators": 300}},
+        learner_params={"rf": {"n_estimators": 600}},
     )
     with pytest.raises(DiskFullError, match="disk") as info:
         fit_run(big)
@@ -165,8 +179,13 @@ def test_a_full_disk_ends_the_run_in_one_line_and_spares_earlier_runs(
     res = CliRunner().invoke(
         app,
         ["fit", "--data", str(tmp_path / "data.parquet"), "--target", "target"]
-        + ["--out", str(small_disk), "--learners", "rf", "--folds", "3", "-q"],
+        + ["--out", str(small_disk), "--learners", "rf", "--folds", "8", "-q"],
     )
     assert res.exit_code == 1
     lines = [x for x in res.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "disk" in lines[0]
+    # no run is left half-made: each has a manifest saying how it ended
+    # (a run refused before its first write leaves no folder at all)
+    for run in small_disk.iterdir():
+        status = json.loads((run / "manifest.json").read_text())["status"]
+        assert status == ("complete" if run.name == "earlier" else "failed"), run
