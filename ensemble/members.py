@@ -362,19 +362,26 @@ def search(ctx: RunContext, fitted: Fitted) -> Fitted:
         ctx.run.write_table("trials.parquet", empty_trials())
     if not tuned:
         return fitted
-    reused = [s for s in tuned if s.trial_dir]
     results: list[FitResult] = []
-    for spec in reused:
-        # A resumed run took them from the trial already: its checkpoints hold them.
-        done = _checkpointed(ctx, _tasks(ctx, [spec]))
-        if len(done) == ctx.config.n_folds:
-            results += list(done.values())
-        else:
-            results += _trial_results(ctx, spec)
+    refit: list[FitTask] = []
+    for spec in (s for s in tuned if s.trial_dir):
+        # An interrupted run may have taken some folds from the trial already
+        # (their checkpoints hold them); a fold that left the trial's folder
+        # without a checkpoint is fitted again.
+        tasks = _tasks(ctx, [spec])
+        done = _checkpointed(ctx, tasks)
+        for task in tasks:
+            if _task_key(task) in done:
+                results.append(done[_task_key(task)])
+            elif _trial_fold_saved(spec, task.fold):
+                results.append(_take_trial_fold(ctx, spec, task.fold))
+            else:
+                refit.append(task)
+        ctx.run.sync(f"models/{spec.name}")
     # The other trials' folds were only worth keeping until the choice.
     shutil.rmtree(ctx.run.path / "tune" / "folds", ignore_errors=True)
-    others = [s for s in tuned if not s.trial_dir]
-    outcome = _fit(ctx, _tasks(ctx, others), fitted.folds) if others else None
+    todo = refit + _tasks(ctx, [s for s in tuned if not s.trial_dir])
+    outcome = _fit(ctx, todo, fitted.folds) if todo else None
     if outcome is not None:
         results += outcome.results
     names = {r.member for r in results}
@@ -458,44 +465,44 @@ def _tune(
     return outcome.members
 
 
-def _trial_results(ctx: RunContext, spec: MemberSpec) -> list[FitResult]:
-    """A chosen trial's saved folds as the member's fits (moved into models/)."""
-    assert spec.trial_dir is not None
+def _trial_fold_saved(spec: MemberSpec, k: int) -> bool:
+    src = Path(str(spec.trial_dir)) / f"fold{k}"
+    return (src / "fit.json").is_file() and (src / "oof.npy").is_file()
+
+
+def _take_trial_fold(ctx: RunContext, spec: MemberSpec, k: int) -> FitResult:
+    """A chosen trial's saved fold as the member's fit (moved into models/)."""
     n_classes = ctx.data.n_classes
     empty = np.empty((0, n_classes) if n_classes else (0,))
-    results = []
-    for k in range(ctx.config.n_folds):
-        src = Path(spec.trial_dir) / f"fold{k}"
-        info = json.loads((src / "fit.json").read_text())
-        oof = np.load(src / "oof.npy")
-        (src / "fit.json").unlink()
-        (src / "oof.npy").unlink()
-        target = ctx.run.model_dir(spec.name, k)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(src), str(target))
-        fold = ctx.data.fold
-        result = FitResult(
-            member=spec.name,
-            learner=spec.learner,
-            fold=k,
-            oof_pred=oof,
-            holdout_pred=empty,
-            node_id=str(info["node_id"]),
-            worker=str(info["worker"]),
-            gpu=False,
-            started_at=datetime.fromisoformat(info["started_at"]),
-            fit_s=float(info["fit_s"]),
-            predict_s=float(info["predict_s"]),
-            n_train=int(((fold >= 0) & (fold != k)).sum()),
-            truncated=bool(info["truncated"]),
-        )
-        ctx.run.save_checkpoint(
-            _checkpoint_name(result), {"params": spec.params, "result": result}
-        )
-        results.append(result)
-    ctx.run.sync(f"models/{spec.name}")
-    return results
+    src = Path(str(spec.trial_dir)) / f"fold{k}"
+    info = json.loads((src / "fit.json").read_text())
+    oof = np.load(src / "oof.npy")
+    target = ctx.run.model_dir(spec.name, k)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    (src / "fit.json").unlink()
+    (src / "oof.npy").unlink()
+    shutil.move(str(src), str(target))
+    fold = ctx.data.fold
+    result = FitResult(
+        member=spec.name,
+        learner=spec.learner,
+        fold=k,
+        oof_pred=oof,
+        holdout_pred=empty,
+        node_id=str(info["node_id"]),
+        worker=str(info["worker"]),
+        gpu=False,
+        started_at=datetime.fromisoformat(info["started_at"]),
+        fit_s=float(info["fit_s"]),
+        predict_s=float(info["predict_s"]),
+        n_train=int(((fold >= 0) & (fold != k)).sum()),
+        truncated=bool(info["truncated"]),
+    )
+    ctx.run.save_checkpoint(
+        _checkpoint_name(result), {"params": spec.params, "result": result}
+    )
+    return result
 
 
 def _helps(

@@ -101,7 +101,7 @@ class OneHotScaler:
         for j in self.onehot_:
             k = int(self.n_categories[j])
             codes = X[:, j]
-            block = np.zeros((len(X), k), dtype=dtype)
+            block: np.ndarray = np.zeros((len(X), k), dtype=dtype)
             ok = ~np.isnan(codes) & (codes >= 0) & (codes < k)
             block[np.flatnonzero(ok), codes[ok].astype(int)] = 1.0
             parts.append(block)

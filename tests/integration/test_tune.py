@@ -152,3 +152,53 @@ def test_a_tuned_run_reuses_its_trials_folds(ray_session, tmp_path):
         want = oof[(oof.member == "hgb_tuned") & (oof.fold == k)].sort_values("row_id")
         np.testing.assert_allclose(got, want.pred_yes, rtol=1e-9)
     assert not list((run / "tune" / "folds").rglob("oof.npy"))  # moved or dropped
+
+
+def test_a_run_stopped_while_taking_a_trials_folds_resumes(
+    ray_session, tmp_path, monkeypatch
+):
+    """A run stopped after moving some of a chosen trial's folds into models/
+    (fold 0 with its checkpoint, fold 1 without) resumes: fold 0 comes from
+    its checkpoint, fold 1 (gone from the trial, never recorded) is fitted
+    again, fold 2 is still taken from the trial."""
+    from ensemble import members
+    from ensemble.runner import resume_config
+
+    make_table(300).to_parquet(tmp_path / "t.parquet")
+    cfg = RunConfig(
+        data=str(tmp_path / "t.parquet"),
+        target="target",
+        out=str(tmp_path / "runs"),
+        run_id="taken",
+        learners=("hgb",),
+        portfolio=False,
+        n_folds=3,
+        n_trials=2,
+        top_n=1,
+        learner_params={"hgb": {"max_iter": 40}},
+        fusions=(),
+        report=False,
+    )
+    take = members._take_trial_fold
+
+    def stopped_at_fold_one(ctx, spec, k):
+        if k == 1:
+            raise KeyboardInterrupt
+        return take(ctx, spec, k)
+
+    monkeypatch.setattr(members, "_take_trial_fold", stopped_at_fold_one)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(cfg)
+    monkeypatch.setattr(members, "_take_trial_fold", take)
+    run = tmp_path / "runs" / "taken"
+    trial = next((run / "tune" / "folds" / "hgb").iterdir())
+    (trial / "fold1" / "fit.json").unlink()  # as if moved away before the stop
+
+    result = fit_run(resume_config(run), resume=True)
+    assert result.manifest["status"] == "complete"
+    fits = pd.read_parquet(run / "fits.parquet")
+    fits = fits[fits.member == "hgb_tuned"].set_index("fold").sort_index()
+    assert list(fits.index) == [0, 1, 2]
+    assert fits.loc[0, "resumed"] and fits.loc[0, "worker"].startswith("tune:")
+    assert not fits.loc[1, "resumed"] and not fits.loc[1, "worker"].startswith("tune:")
+    assert fits.loc[2, "worker"].startswith("tune:")
