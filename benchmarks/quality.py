@@ -6,7 +6,9 @@ user would run it (``ensemble fit --time-limit S`` in a subprocess, then the
 fitted run predicts the test rows); AutoGluon runs ``TabularPredictor.fit``
 with ``presets="best_quality"`` and ``"medium_quality"`` at the same limit in
 its own venv (``make bench-autogluon``). Wall time and the peak RSS of each
-process tree are recorded.
+process tree are recorded, and for ours the run directory's size and the
+chosen model as deployed: its exported bundle's size, load time, one-row
+latency and the time for 10,000 rows (in-process, no Ray).
 
 AutoGluon's rows depend only on its version, the split and the machine: they
 are kept in ``benchmarks/results/autogluon-<table>-<preset>-tl<S>.parquet``
@@ -30,6 +32,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -141,9 +144,40 @@ def run_ours(
         )
     size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file())
     rows[0]["run_dir_mib"] = size / 2**20
+    rows[0].update(deployment(run, work / "bundle", features))
     rows[0]["parallel_efficiency"] = manifest["timing"]["parallel_efficiency"]
     rows[0]["members"] = ",".join(manifest["members"])
     return rows
+
+
+def deployment(run: Path, dest: Path, features: pd.DataFrame) -> dict[str, float]:
+    """The chosen model as deployed: bundle size, load, one row, 10,000 rows.
+
+    In-process, as a service would hold it: ``ensemble.load`` of the exported
+    bundle (no Ray), then the median of 5 one-row predictions and one
+    prediction of 10,000 test rows (repeated when the test has fewer).
+    """
+    from ensemble.bundle import export
+
+    export(run, dest)
+    bundle_mib = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    t0 = time.perf_counter()
+    model = load(dest)
+    load_s = time.perf_counter() - t0
+    one = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        model.predict_proba(features.iloc[i : i + 1])
+        one.append(time.perf_counter() - t0)
+    rows = features.iloc[np.arange(10_000) % len(features)]
+    t0 = time.perf_counter()
+    model.predict_proba(rows)
+    return {
+        "bundle_mib": bundle_mib / 2**20,
+        "load_s": load_s,
+        "one_row_ms": float(np.median(one)) * 1000,
+        "rows_10k_s": time.perf_counter() - t0,
+    }
 
 
 def run_autogluon(
@@ -239,6 +273,22 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def deployment_markdown(table: pd.DataFrame) -> str:
+    """One line per table: our chosen model's run directory and bundle."""
+    lines = [
+        "| table | chosen | run dir MiB | bundle MiB | load s | one row ms |"
+        " 10,000 rows s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ours = table[table.system == "ours"]
+    for _, r in ours.iterrows():
+        lines.append(
+            f"| {r.dataset} | {r.model} | {r.run_dir_mib:.1f} | {r.bundle_mib:.1f} | "
+            f"{r.load_s:.2f} | {r.one_row_ms:.0f} | {r.rows_10k_s:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--time-limit", type=float, default=300.0)
@@ -283,6 +333,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(markdown(part), flush=True)
     table = pd.concat(frames, ignore_index=True)
     print(markdown(table))
+    if "ours" in systems:
+        print(deployment_markdown(table))
     return table
 
 
