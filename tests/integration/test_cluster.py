@@ -121,7 +121,11 @@ def test_worker_node_killed_mid_run(ray_session, cluster, tmp_path):
         learners=["rf", "et"],
         fusions=["average", "stacking"],
         n_folds=5,
-        learner_params={"rf": {"n_estimators": 300}, "et": {"n_estimators": 300}},
+        # Fits of 1-2 s: the worker node's first fit may finish many seconds
+        # after the head's (its worker process starts late on a busy machine);
+        # the fits left then must outlast that lag, and one must still run
+        # half a second after the node's first checkpoint.
+        learner_params={"rf": {"n_estimators": 1000}, "et": {"n_estimators": 1000}},
     )
     undisturbed = fit_run(resolve(cfg, {"run_id": "ref"})).run_dir.path
     run = tmp_path / "runs" / "drill"
@@ -139,6 +143,9 @@ def test_worker_node_killed_mid_run(ray_session, cluster, tmp_path):
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             assert time.monotonic() < end, "fits did not reach both nodes"
             time.sleep(0.1)
+        # A checkpoint is written just before its slot gets the next fit:
+        # half a second later that fit (1-2 s) has surely started, and runs.
+        time.sleep(0.5)
         cluster.kill_worker_raylet()
         out, _ = proc.communicate(timeout=300)
     finally:

@@ -191,7 +191,9 @@ def test_a_run_stopped_while_taking_a_trials_folds_resumes(
         fit_run(cfg)
     monkeypatch.setattr(members, "_take_trial_fold", take)
     run = tmp_path / "runs" / "taken"
-    trial = next((run / "tune" / "folds" / "hgb").iterdir())
+    trials = pd.read_parquet(run / "trials.parquet")
+    chosen = trials.loc[trials.member == "hgb_tuned", "trial_id"].item()
+    trial = run / "tune" / "folds" / "hgb" / str(chosen)
     (trial / "fold1" / "fit.json").unlink()  # as if moved away before the stop
 
     result = fit_run(resume_config(run), resume=True)
