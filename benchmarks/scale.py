@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _measure import PeakRSS, drop_models  # noqa: E402
+from _measure import drop_models, run_measured  # noqa: E402
 
 ENSEMBLE = [sys.executable, "-m", "ensemble.cli"]
 
@@ -65,16 +63,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         run_dir = out / "runs" / run_id
         if run_dir.exists():
             raise SystemExit(f"{run_dir} exists; remove it first")
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-            mem.set_root(proc.pid)
-            log, _ = proc.communicate()
-            wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"{n} rows failed:\n{log[-3000:]}")
+        try:
+            _, wall, peak = run_measured(cmd, f"{n} rows")
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         manifest = json.loads((run_dir / "manifest.json").read_text())
         board = pd.read_parquet(run_dir / "leaderboard.parquet").set_index("model")
         fits = pd.read_parquet(run_dir / "fits.parquet")
@@ -85,7 +77,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 "features": args.features,
                 "time_limit": args.time_limit,
                 "wall_s": wall,
-                "peak_rss_mib": mem.peak_mib,
+                "peak_rss_mib": peak,
                 "best": best,
                 "holdout_auc": float(board.loc[best, "holdout_score"]),
                 "members": len(manifest["members"]),
