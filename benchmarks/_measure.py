@@ -1,6 +1,8 @@
 """Peak memory of a process tree, sampled from /proc (no psutil needed).
 
-Also: dropping a measured run's fold models (they are what fills the disk).
+Also: dropping a measured run's fold models (they are what fills the disk),
+and the latency of a loaded model (shared with ``_autogluon.py``, which runs
+in AutoGluon's venv: this module needs only the standard library).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -112,3 +116,23 @@ def drop_models(run_dir: Path) -> None:
     size = sum(f.stat().st_size for f in models.rglob("*") if f.is_file())
     shutil.rmtree(models)
     print(f"removed {models} ({size / 1024**2:,.0f} MiB; --keep-models keeps it)")
+
+
+def latency(predict: Callable[[Any], Any], features: Any) -> dict[str, float]:
+    """One row (median of 5 rows, one at a time) and 10,000 rows, in seconds.
+
+    ``features`` is a DataFrame of rows to predict; the 10,000 rows repeat it
+    when it has fewer. The first one-row call also absorbs lazy loading.
+    """
+    one = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        predict(features.iloc[i : i + 1])
+        one.append(time.perf_counter() - t0)
+    rows = features.iloc[[i % len(features) for i in range(10_000)]]
+    t0 = time.perf_counter()
+    predict(rows)
+    return {
+        "one_row_ms": sorted(one)[2] * 1000,
+        "rows_10k_s": time.perf_counter() - t0,
+    }

@@ -46,7 +46,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _measure import run_measured  # noqa: E402
+from _measure import latency, run_measured  # noqa: E402
 
 from ensemble.data import infer_task  # noqa: E402
 from ensemble.metrics import default_metric, score  # noqa: E402
@@ -101,8 +101,14 @@ def run_ours(
     time_limit: float,
     work: Path,
     extra: list[str],
+    big_rows: int = 0,
 ) -> list[dict[str, Any]]:
-    """``ensemble fit`` on train; the chosen model and each member on test."""
+    """``ensemble fit`` on train; the chosen model and each member on test.
+
+    The chosen model is scored as it predicts by default (its members
+    refitted on every row, when the run refits) and with its members' fold
+    models (``test_score_folds``); each member with its fold models.
+    """
     train.to_parquet(work / "train.parquet")
     cmd = [
         str(ENSEMBLE),
@@ -132,22 +138,31 @@ def run_ours(
     metric = str(manifest["metric"])
     y = encode(test[target], classes) if classes else test[target].to_numpy(float)
     features = test.drop(columns=[target])
-    rows = []
-    for model in [manifest["best"], *manifest["members"]]:
-        pred = load(run, model).predict_proba(features)
+
+    def test_score(model: str, folds: bool) -> float:
+        pred = load(run, model, folds=folds).predict_proba(features)
+        return score(metric, y, pred, len(classes))
+
+    best = manifest["best"]
+    rows: list[dict[str, Any]] = []
+    for model in [best, *manifest["members"]]:
+        chosen = model == best and not rows
         rows.append(
             {
-                "system": "ours" if model == manifest["best"] else "ours member",
+                "system": "ours" if chosen else "ours member",
                 "model": model,
                 "metric": metric,
-                "test_score": score(metric, y, pred, len(classes)),
+                "test_score": test_score(model, folds=not chosen),
                 "oof_score": float(board.loc[model, "oof_score"]),
-                "wall_s": wall if model == manifest["best"] else np.nan,
-                "peak_rss_mib": peak if model == manifest["best"] else np.nan,
+                "wall_s": wall if chosen else np.nan,
+                "peak_rss_mib": peak if chosen else np.nan,
             }
         )
+    rows[0]["test_score_folds"] = test_score(best, folds=True)
+    refit = manifest.get("refit") or {}
+    rows[0]["refitted"] = ",".join(refit.get("members") or [])
     rows[0]["run_dir_mib"] = _default_size(run, manifest) / 2**20
-    rows[0].update(deployment(run, work / "bundle", features))
+    rows[0].update(deployment(run, work / "bundle", features, big_rows))
     rows[0]["parallel_efficiency"] = manifest["timing"]["parallel_efficiency"]
     rows[0]["members"] = ",".join(manifest["members"])
     return rows
@@ -160,24 +175,34 @@ def _size(path: Path) -> int:
 
 
 def _default_size(run: Path, manifest: dict[str, Any]) -> int:
-    """Bytes the run would hold with the default ``--keep-models chosen``:
-    all of it less the fold models of members its chosen model does not use
-    and the other fusions' files."""
+    """Bytes the run would hold with the default ``--keep-models chosen``.
+
+    All of it less the fold models of members its chosen model does not
+    use, the fold models of the members refitted on every row, and the other
+    fusions' files.
+    """
     chosen = load(run, manifest["best"])
     needed = {m for m in chosen.member_names_ if m not in chosen.unused_}
-    gone = [run / "models" / m for m in manifest["members"] if m not in needed]
-    fusions = run / "models" / "fusion"
+    models = run / "models"
+    gone = [models / m for m in manifest["members"] if m not in needed]
+    for m in (manifest.get("refit") or {}).get("members") or []:
+        gone += [d for d in (models / m).iterdir() if d.name != "full"]
+    fusions = models / "fusion"
     if fusions.is_dir():
         gone += [f for f in fusions.iterdir() if f.stem != manifest["best"]]
     return _size(run) - sum(_size(p) for p in gone)
 
 
-def deployment(run: Path, dest: Path, features: pd.DataFrame) -> dict[str, float]:
+def deployment(
+    run: Path, dest: Path, features: pd.DataFrame, big_rows: int = 0
+) -> dict[str, float]:
     """The chosen model as deployed: bundle size, load, one row, 10,000 rows.
 
     In-process, as a service would hold it: ``ensemble.load`` of the exported
     bundle (no Ray), then the median of 5 one-row predictions and one
-    prediction of 10,000 test rows (repeated when the test has fewer).
+    prediction of 10,000 test rows (repeated when the test has fewer). With
+    ``big_rows``, also ``ensemble predict`` of that many rows (the test rows
+    repeated) from a Parquet file: the whole command, Ray's start included.
     """
     from ensemble.bundle import export
 
@@ -186,20 +211,23 @@ def deployment(run: Path, dest: Path, features: pd.DataFrame) -> dict[str, float
     t0 = time.perf_counter()
     model = load(dest)
     load_s = time.perf_counter() - t0
-    one = []
-    for i in range(5):
-        t0 = time.perf_counter()
-        model.predict_proba(features.iloc[i : i + 1])
-        one.append(time.perf_counter() - t0)
-    rows = features.iloc[np.arange(10_000) % len(features)]
-    t0 = time.perf_counter()
-    model.predict_proba(rows)
-    return {
+    out = {
         "bundle_mib": bundle_mib / 2**20,
         "load_s": load_s,
-        "one_row_ms": float(np.median(one)) * 1000,
-        "rows_10k_s": time.perf_counter() - t0,
+        **latency(model.predict_proba, features),
     }
+    if big_rows:
+        big = dest.parent / "big.parquet"
+        features.iloc[np.arange(big_rows) % len(features)].reset_index(
+            drop=True
+        ).to_parquet(big)
+        cmd = [str(ENSEMBLE), "predict", str(dest), "--data", str(big)]
+        cmd += ["--out", str(dest.parent / "big-pred.parquet"), "-q"]
+        _, out["rows_big_s"], out["predict_rss_mib"] = run_measured(
+            cmd, "ensemble predict"
+        )
+        out["big_rows"] = big_rows
+    return out
 
 
 def run_autogluon(
@@ -210,8 +238,15 @@ def run_autogluon(
     preset: str,
     time_limit: float,
     work: Path,
+    *,
+    deploy: bool = False,
+    big_rows: int = 0,
 ) -> dict[str, Any]:
-    """AutoGluon ``preset`` at ``time_limit`` in its own venv; its test score."""
+    """AutoGluon ``preset`` at ``time_limit`` in its own venv; its test score.
+
+    With ``deploy``, also its predictor as deployed (size on disk, load, one
+    row, 10,000 rows and ``big_rows`` rows, in-process), as for ours.
+    """
     train.to_parquet(work / "train.parquet")
     test.to_parquet(work / "test.parquet")
     metric = default_metric(task)
@@ -237,6 +272,8 @@ def run_autogluon(
         "--out",
         str(work / "pred.parquet"),
     ]
+    if deploy:
+        cmd += ["--deployment", "--big-rows", str(big_rows)]
     out, wall, peak = run_measured(cmd, "AutoGluon")
     info = json.loads(out.strip().splitlines()[-1])
     pred = pd.read_parquet(work / "pred.parquet")
@@ -259,6 +296,18 @@ def run_autogluon(
         "wall_s": wall,
         "peak_rss_mib": peak,
         "autogluon_version": info.get("version"),
+        **(
+            {
+                "bundle_mib": info["dir_mib"],
+                "load_s": info["load_s"],
+                "one_row_ms": info["one_row_ms"],
+                "rows_10k_s": info["rows_10k_s"],
+                "rows_big_s": info.get("rows_big_s", np.nan),
+                "big_rows": big_rows or np.nan,
+            }
+            if deploy
+            else {}
+        ),
     }
 
 
@@ -296,17 +345,24 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def deployment_markdown(table: pd.DataFrame) -> str:
-    """One line per table: our chosen model's run directory and bundle."""
+    """One line per table and system: the chosen model as deployed."""
     lines = [
-        "| table | chosen | run dir MiB | bundle MiB | load s | one row ms |"
-        " 10,000 rows s |",
-        "|---|---|---|---|---|---|---|",
+        "| table | system | chosen | test score: as deployed / fold models |"
+        " run dir MiB | bundle MiB | load s | one row ms | 10,000 rows s |"
+        " big rows s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ours = table[table.system == "ours"]
-    for _, r in ours.iterrows():
+    deployed = table[table.system.isin(["ours", "autogluon best_quality"])]
+    for _, r in deployed.iterrows():
+        if "one_row_ms" not in r or r.one_row_ms != r.one_row_ms:
+            continue
+        folds = r.get("test_score_folds", np.nan)
+        size = r.get("run_dir_mib", np.nan)
+        big = r.get("rows_big_s", np.nan)
         lines.append(
-            f"| {r.dataset} | {r.model} | {r.run_dir_mib:.1f} | {r.bundle_mib:.1f} | "
-            f"{r.load_s:.2f} | {r.one_row_ms:.0f} | {r.rows_10k_s:.2f} |"
+            f"| {r.dataset} | {r.system} | {r.model} | {r.test_score:.5g} / "
+            f"{folds:.5g} | {size:.1f} | {r.bundle_mib:.1f} | {r.load_s:.2f} | "
+            f"{r.one_row_ms:.0f} | {r.rows_10k_s:.2f} | {big:.1f} |"
         )
     return "\n".join(lines)
 
@@ -319,6 +375,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--rerun-autogluon", action="store_true")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--fit-args", default="", help="extra flags for our `ensemble fit`")
+    p.add_argument(
+        "--deployment",
+        action="store_true",
+        help="measure AutoGluon's predictor as deployed too (refits it when its "
+        "cached row lacks that)",
+    )
+    p.add_argument(
+        "--big-rows",
+        type=int,
+        default=0,
+        help="also predict this many rows: `ensemble predict` of a Parquet "
+        "file for ours, in-process predict for AutoGluon",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -333,14 +402,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 work = Path(tmp)
                 if system == "ours":
                     extra = args.fit_args.split()
-                    rows += run_ours(train, test, target, args.time_limit, work, extra)
+                    rows += run_ours(
+                        train, test, target, args.time_limit, work, extra, args.big_rows
+                    )
                     continue
                 cache = out / f"autogluon-{name}-{system}-tl{tl}.parquet"
-                if cache.exists() and not args.rerun_autogluon:
-                    rows += pd.read_parquet(cache).to_dict("records")
+                cached = pd.read_parquet(cache) if cache.exists() else None
+                if (
+                    cached is not None
+                    and not args.rerun_autogluon
+                    and (not args.deployment or "one_row_ms" in cached)
+                ):
+                    rows += cached.to_dict("records")
                     continue
                 row = run_autogluon(
-                    train, test, target, task, system, args.time_limit, work
+                    train,
+                    test,
+                    target,
+                    task,
+                    system,
+                    args.time_limit,
+                    work,
+                    deploy=args.deployment,
+                    big_rows=args.big_rows,
                 )
                 row["date"] = date.today().isoformat()
                 pd.DataFrame([row]).to_parquet(cache)

@@ -27,10 +27,12 @@ import pandas as pd
 
 from . import storage
 from .exceptions import DiskFullError, RunStateError, is_disk_full
+from .specs import REFIT_FOLD
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "REFIT_DIR",
     "REQUIRED_COLUMNS",
     "RunDirectory",
     "fold_dirs",
@@ -122,17 +124,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+#: The directory of a member's refit on every row (beside its fold models).
+REFIT_DIR = "full"
+
+
 def fold_name(fold: int, repeat: int = 0) -> str:
     """The directory of a fold model: ``fold<k>``, ``r<r>_fold<k>`` for repeats.
 
     Every name ends in ``fold<k>``, so a reader takes ``*fold*`` as the
-    member's models.
+    member's models; the refit on every row (``fold`` =
+    :data:`ensemble.specs.REFIT_FOLD`) is :data:`REFIT_DIR`.
 
     Examples
     --------
-    >>> fold_name(3), fold_name(3, repeat=2)
-    ('fold3', 'r2_fold3')
+    >>> fold_name(3), fold_name(3, repeat=2), fold_name(-2)
+    ('fold3', 'r2_fold3', 'full')
     """
+    if fold == REFIT_FOLD:
+        return REFIT_DIR
     return f"fold{fold}" if repeat == 0 else f"r{repeat}_fold{fold}"
 
 

@@ -11,9 +11,10 @@ is a ``time.monotonic()`` value, named for what it bounds:
 
 A run of limit ``L`` that started at ``t0`` is laid out as::
 
-    t0 ── portfolio ── search ── repeats ──┬── fusions ──┬── tables ── t0 + L
-                  fits start_by (L - F - W) ┘             │
-                  fits finish_by (start_by + its tail)     fusions finish_by (L - W)
+    t0 ── portfolio ── search ── repeats ─┬─ fusions ─┬─ refit ─┬─ tables ── t0 + L
+         fits start_by (L - R - F - W) ┘            │          │
+         fits finish_by (start_by + its tail)       │          refit finish_by (L - W)
+                           fusions finish_by (L - R - W)
 
 1. **Portfolio**: every family's default and portfolio configurations, queued
    in value order (:data:`VALUE_ORDER`); the fit stage replays its queue
@@ -25,8 +26,12 @@ A run of limit ``L`` that started at ``t0`` is laid out as::
 3. **Repeats** (repeated bagging): the strongest members are fitted again on
    fresh fold assignments until the fits' ``start_by``, so the budget is spent.
 4. **Fusions**, cheapest first (:data:`FUSION_ORDER`), until their
-   ``finish_by``; ``F`` is their estimated time (:func:`fusion_seconds`) and
-   ``W`` what writing the run directory and the report takes.
+   ``finish_by``; ``F`` is their estimated time (:func:`fusion_seconds`).
+5. **Refit** (``ensemble.refit``): the chosen model's members fitted once on
+   every row, for prediction; ``R`` is their estimated time
+   (:func:`refit_seconds`, from the portfolio's measured folds, at most
+   :data:`REFIT_SHARE` of the limit), and ``W`` what writing the run
+   directory and the report takes.
 
 Fit times are estimated from calibrated costs (:data:`FIT_COST`), measured on
 the 2-core development machine; they plan, never promise: the fit stage
@@ -50,6 +55,7 @@ __all__ = [
     "MIN_BOX_FRACTION",
     "MAX_ROWS",
     "MIN_TRIALS",
+    "REFIT_SHARE",
     "REPLAN_S",
     "VALUE_ORDER",
     "Budget",
@@ -58,6 +64,7 @@ __all__ = [
     "fusion_order",
     "fusion_seconds",
     "priority",
+    "refit_seconds",
     "repeat_candidates",
     "search_plan",
     "time_box",
@@ -72,6 +79,9 @@ WRITE_SHARE = 0.015
 WRITE_S = (2.0, 15.0)
 #: The fusions get at least this share of the limit, and at most this one.
 FUSION_SHARE = (0.03, 0.15)
+#: The refit on every row takes at most this share of the limit: a member
+#: whose refit does not fit in it keeps predicting with its fold models.
+REFIT_SHARE = 0.15
 #: A fit that starts at the fits' ``start_by`` may still run for its fold's
 #: time; under a limit the booster folds are boxed to end by ``finish_by``.
 FITS_TAIL_SHARE = 0.04
@@ -291,6 +301,9 @@ class Budget:
     fusion_s : float, default=0.0
         The fusions' expected seconds (:func:`fusion_seconds`); their window
         is kept within :data:`FUSION_SHARE` of the limit.
+    refit_s : float, default=0.0
+        The refit's expected seconds (:func:`refit_seconds`); its window is
+        at most :data:`REFIT_SHARE` of the limit.
 
     Examples
     --------
@@ -299,6 +312,9 @@ class Budget:
     (295.5, 275.5, 263.5)
     >>> b.fusions_finish_by(now=299.0)  # fits overran: a short floor remains
     314.0
+    >>> r = b.with_refit(30.0)  # the refit's window comes before the fusions'
+    >>> r.fits_finish_by, r.fusions_finish_by(now=250.0), r.refit_finish_by
+    (245.5, 265.5, 295.5)
     >>> Budget(0.0, None).fits_start_by is None
     True
     """
@@ -306,6 +322,7 @@ class Budget:
     start: float
     limit: float | None
     fusion_s: float = 0.0
+    refit_s: float = 0.0
 
     @property
     def end(self) -> float | None:
@@ -325,11 +342,23 @@ class Budget:
         return min(high * self.limit, max(low * self.limit, self.fusion_s))
 
     @property
+    def _refit_window(self) -> float:
+        assert self.limit is not None
+        return min(REFIT_SHARE * self.limit, self.refit_s)
+
+    @property
     def fits_finish_by(self) -> float | None:
         """Every fit should have ended by this; then the fusions start."""
         if self.end is None:
             return None
-        return self.end - self._write_s - self._fusion_window
+        return self.end - self._write_s - self._refit_window - self._fusion_window
+
+    @property
+    def refit_finish_by(self) -> float | None:
+        """Every refit on all rows should have ended by this (then the tables)."""
+        if self.end is None:
+            return None
+        return self.end - self._write_s
 
     @property
     def fits_start_by(self) -> float | None:
@@ -349,11 +378,15 @@ class Budget:
         low, high = FUSION_FLOOR_S
         floor = min(high, max(low, FUSION_FLOOR_SHARE * self.limit))
         now = time.monotonic() if now is None else now
-        return max(self.end - self._write_s, now + floor)
+        return max(self.end - self._write_s - self._refit_window, now + floor)
 
     def with_fusions(self, fusion_s: float) -> Budget:
         """The same budget with the fusions' window sized for ``fusion_s``."""
-        return Budget(self.start, self.limit, fusion_s)
+        return Budget(self.start, self.limit, fusion_s, self.refit_s)
+
+    def with_refit(self, refit_s: float) -> Budget:
+        """The same budget with the refit's window sized for ``refit_s``."""
+        return Budget(self.start, self.limit, self.fusion_s, refit_s)
 
     def search_seconds(self, now: float) -> float:
         """Seconds the search may take of what the portfolio left (0: none).
@@ -371,6 +404,24 @@ class Budget:
         if left < MIN_SEARCH_SHARE * self.limit:
             return 0.0
         return MAX_SEARCH_SHARE * left
+
+
+def refit_seconds(fold_seconds: Iterable[float], n_folds: int, slots: int) -> float:
+    """Expected wall seconds of refitting members on every row.
+
+    A refit trains on ``n_folds / (n_folds - 1)`` times a fold's rows; the
+    refits share ``slots``, but the dearest bounds the wall however many.
+
+    Examples
+    --------
+    >>> refit_seconds([8.0, 4.0, 4.0], n_folds=5, slots=2)
+    10.0
+    >>> refit_seconds([40.0, 1.0], n_folds=5, slots=2)  # the MLP's refit bounds it
+    50.0
+    """
+    scale = n_folds / max(n_folds - 1, 1)
+    times = [scale * t for t in fold_seconds]
+    return max(sum(times) / max(slots, 1), max(times, default=0.0))
 
 
 def value_rank(name: str, learner: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import RunDirectory, now_iso, versions
-from .exceptions import ConfigError, RunStateError
+from .exceptions import ConfigError
 from .model import BUNDLE_FILE, BUNDLE_FORMAT, FittedEnsemble
 
 __all__ = ["export"]
@@ -79,14 +79,16 @@ def export(
 
 
 def _copy_models(run: RunDirectory, fitted: FittedEnsemble, dest: Path) -> None:
+    """Copy what the loaded model predicts with, and its fusion.
+
+    A member's refit on every row, else its fold models.
+    """
     src = run.path / "models"
-    names = [fitted.model] if fitted.student_ is not None else fitted.member_names_
-    for name in names:
-        if name in fitted.unused_:
-            continue
-        if not (src / name).is_dir():
-            raise RunStateError(f"run {run.run_id!r} has no models of {name!r}")
-        shutil.copytree(src / name, dest / name)
+    if fitted.student_ is not None:
+        shutil.copytree(src / fitted.model, dest / fitted.model)
+    for name, dirs in fitted.model_dirs_.items():
+        for d in dirs:
+            shutil.copytree(d, dest / name / d.name)
     if fitted.fusion_ is not None:
         (dest / "fusion").mkdir(parents=True)
         name = f"{fitted.model}.joblib"

@@ -150,8 +150,16 @@ def fit(
     keep_models: Annotated[
         str | None,
         typer.Option(
-            help="Fold models to keep: 'chosen' (what the chosen model needs, "
-            "the default) or 'all'."
+            help="Models to keep: 'chosen' (what the chosen model needs to "
+            "predict, the default) or 'all' (every member's fold models too)."
+        ),
+    ] = None,
+    refit: Annotated[
+        bool | None,
+        typer.Option(
+            "--refit/--no-refit",
+            help="Refit the chosen model's members on every row and predict with "
+            "them: one model per member instead of one per fold (default).",
         ),
     ] = None,
     config_json: Annotated[
@@ -258,6 +266,7 @@ def _fit(
 ) -> None:
     from . import runtime
     from .runner import fit_run, load_and_prepare
+    from .specs import REFIT_FOLD
 
     level = config.verbose
     tuned: dict[str, tuple[int, float]] = {}  # family -> (trials done, best CV)
@@ -285,8 +294,9 @@ def _fit(
             if not bar:
                 bar.append(progress.add_task("fits", total=total, completed=done - 1))
             rep = f"r{r.repeat} " if r.repeat else ""
+            what = "refit on every row" if r.fold == REFIT_FOLD else f"fold {r.fold}"
             progress.console.print(
-                f"[{done:>3}/{total}] {r.member:<10} {rep}fold {r.fold}  "
+                f"[{done:>3}/{total}] {r.member:<10} {rep}{what}  "
                 f"fit {r.fit_s:6.1f}s  predict {r.predict_s:5.2f}s  "
                 f"worker {r.worker}{'  gpu' if r.gpu else ''}"
             )
@@ -442,6 +452,7 @@ _FLAG_FIELDS = {
     "warm_start": "warm_start",
     "report": "report",
     "keep_models": "keep_models",
+    "refit": "refit",
 }
 
 

@@ -101,10 +101,16 @@ class RunConfig:
     report : bool, default=True
         Write ``report.html`` at the end of the run.
     keep_models : {"chosen", "all"}, default="chosen"
-        Fold models kept in the run directory: those the chosen model needs to
+        Models kept in the run directory: those the chosen model needs to
         predict (its members, less the ones its fusion weighs by exactly
-        zero), or every member's and fusion's. The OOF predictions and
-        leaderboard rows of every member are kept either way.
+        zero; their refits on every row when ``refit``), or every member's
+        fold models and every fusion too. The OOF predictions and leaderboard
+        rows of every member are kept either way.
+    refit : bool, default=True
+        Refit the chosen model's members once on every row
+        (``models/<member>/full``) and predict with them: one model per member
+        to store, load and run instead of one per fold and repeat
+        (``ensemble.refit``). False predicts with the fold models' average.
     warm_start : str or None, default=None
         A complete earlier run (path or URI) whose MLP fold models are the
         starting weights of this run's MLP members (transfer learning; nightly
@@ -138,6 +144,7 @@ class RunConfig:
     verbose: int = 1
     report: bool = True
     keep_models: str = "chosen"
+    refit: bool = True
     warm_start: str | None = None
 
     def __post_init__(self) -> None:

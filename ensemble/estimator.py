@@ -48,6 +48,7 @@ class _EnsembleBase(BaseEstimator):
         portfolio: bool = True,
         repeats: int | None = None,
         keep_models: str = "chosen",
+        refit: bool = True,
         n_folds: int = 5,
         holdout: float = 0.0,
         seed: int = 0,
@@ -65,6 +66,7 @@ class _EnsembleBase(BaseEstimator):
         self.portfolio = portfolio
         self.repeats = repeats
         self.keep_models = keep_models
+        self.refit = refit
         self.n_folds = n_folds
         self.holdout = holdout
         self.seed = seed
@@ -134,6 +136,7 @@ class _EnsembleBase(BaseEstimator):
             portfolio=self.portfolio,
             repeats=self.repeats,
             keep_models=self.keep_models,
+            refit=self.refit,
             n_folds=self.n_folds,
             holdout=self.holdout,
             seed=self.seed,
@@ -208,7 +211,10 @@ class EnsembleClassifier(ClassifierMixin, _EnsembleBase):
         Fold assignments per member (repeated bagging); default: as time
         allows under ``time_limit``, else 1.
     keep_models : {"chosen", "all"}, default="chosen"
-        Fold models kept in the run directory (see ``RunConfig``).
+        Models kept in the run directory (see ``RunConfig``).
+    refit : bool, default=True
+        Predict with the chosen model's members refitted on every row (see
+        ``RunConfig``); False: with their fold models' average.
     n_folds : int, default=5
         Cross-validation folds that produce the out-of-fold predictions.
     holdout : float, default=0.0
@@ -373,6 +379,7 @@ def load(
         portfolio=bool(config.get("portfolio", True)),
         repeats=config.get("repeats"),
         keep_models=str(config.get("keep_models") or "chosen"),
+        refit=bool(config.get("refit", True)),
         n_folds=int(config.get("n_folds", 5)),
         holdout=float(config.get("holdout") or 0.0),
         seed=int(config.get("seed", 0)),

@@ -38,7 +38,7 @@ from .learners import get
 from .metrics import score, to_loss
 from .specs import FitOutcome, FitResult, FitTask, MemberSpec
 
-__all__ = ["Fitted", "fit_portfolio", "portfolio", "repeat", "search"]
+__all__ = ["Fitted", "fit_portfolio", "fit_tasks", "portfolio", "repeat", "search"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,30 @@ def _tasks(ctx: RunContext, specs: list[MemberSpec], repeat: int = 0) -> list[Fi
 
 
 def _fit(ctx: RunContext, tasks: list[FitTask], folds: list[np.ndarray]) -> FitOutcome:
+    """:func:`fit_tasks` by the fits' instants of the budget."""
+    budget = ctx.budget
+    return fit_tasks(
+        ctx,
+        tasks,
+        folds,
+        start_by=budget.fits_start_by,
+        finish_by=budget.fits_finish_by,
+    )
+
+
+def fit_tasks(
+    ctx: RunContext,
+    tasks: list[FitTask],
+    folds: list[np.ndarray],
+    *,
+    start_by: float | None,
+    finish_by: float | None,
+) -> FitOutcome:
     """Fit ``tasks`` on the fit pool, checkpointing each fit as it arrives.
 
-    A resumed run does not fit again the folds whose member, repeat, fold and
+    No fit starts after ``start_by``, and every fit should end by
+    ``finish_by`` (``time.monotonic()`` instants; None: no limit). A resumed
+    run does not fit again the folds whose member, repeat, fold and
     parameters match a checkpoint. A task's ``member`` may be ``name@r`` (a
     repeat, planned as a unit of its own); results carry the plain name.
     """
@@ -213,8 +234,8 @@ def _fit(ctx: RunContext, tasks: list[FitTask], folds: list[np.ndarray]) -> FitO
             _split_name(name)[0], k, _split_name(name)[1]
         ),
         cpus_per_fit=ctx.config.cpus_per_fit,
-        start_by=ctx.budget.fits_start_by,
-        finish_by=ctx.budget.fits_finish_by,
+        start_by=start_by,
+        finish_by=finish_by,
         on_result=on_result,
         env_vars=storage.credentials_env() if ctx.run.remote is not None else None,
         # Repeats past the deadline are expected, not news.

@@ -2,7 +2,9 @@
 
 ``load(path)`` returns a :class:`FittedEnsemble` that predicts new rows with
 the run's chosen model (or any member / fusion whose models the run kept):
-fold models of each member are averaged, then the fusion combines the members.
+each member predicts with its refit on every row (``models/<member>/full``,
+``ensemble.refit``) or, without one, with the average of its fold models; then
+the fusion combines the members.
 ``path`` may also be a bundle written by :func:`ensemble.bundle.export`: the
 chosen model alone, with its schema, needing neither Ray nor the run.
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .artifacts import RunDirectory, fold_dirs
+from .artifacts import REFIT_DIR, RunDirectory, fold_dirs
 from .data import FeatureSchema
 from .exceptions import DataError, RunStateError
 from .learners import Learner
@@ -40,6 +43,10 @@ class FittedEnsemble:
         A member or fusion name; the manifest's ``best`` when None.
     load_models : bool, default=True
         False reads only the description (enough for :meth:`check_frame`).
+    folds : bool, default=False
+        Predict with every member's fold models (their average, as its OOF
+        predictions were made) even where it has a refit on every row; the
+        run must have kept them (``--keep-models all`` or ``--no-refit``).
 
     Attributes
     ----------
@@ -55,7 +62,9 @@ class FittedEnsemble:
         model: str | None = None,
         *,
         load_models: bool = True,
+        folds: bool = False,
     ) -> None:
+        self.folds = folds
         self.run = RunDirectory.for_reading(run_dir)
         bundle = self.run.path / BUNDLE_FILE
         if bundle.is_file():
@@ -99,6 +108,7 @@ class FittedEnsemble:
         self.fusion_: Any = None
         self.student_: Any = None
         self.fold_models_: dict[str, list[Learner]] = {}
+        self.model_dirs_: dict[str, list[Path]] = {}
         self.unused_: set[str] = set()
         if load_models:
             self._load_models(info)
@@ -124,12 +134,31 @@ class FittedEnsemble:
         for m in needed:
             if m in self.unused_:
                 continue
-            dirs = fold_dirs(models / m)
+            dirs = self._model_dirs(models / m)
             if not dirs:
                 raise RunStateError(self._gone(m))
+            self.model_dirs_[m] = dirs
             self.fold_models_[m] = [Learner.load(d) for d in dirs]
 
+    def _model_dirs(self, folder: Path) -> list[Path]:
+        """The member's refit on every row, else its fold models."""
+        full = folder / REFIT_DIR
+        if not self.folds and (full / "meta.json").is_file():
+            return [full]
+        return fold_dirs(folder)
+
+    @property
+    def refitted_(self) -> list[str]:
+        """Members that predict with their refit on every row."""
+        return [m for m, d in self.model_dirs_.items() if d[0].name == REFIT_DIR]
+
     def _gone(self, name: str) -> str:
+        if self.folds and (self.run.path / "models" / name / REFIT_DIR).is_dir():
+            return (
+                f"{self.run.run_id!r} kept only the refit of {name!r} on every row, "
+                "not its fold models (fit with --keep-models all or --no-refit to "
+                "keep them)"
+            )
         kept = (
             (
                 self.run.read_manifest()
@@ -207,12 +236,15 @@ class FittedEnsemble:
         """:meth:`predict_proba` on rows already encoded by ``schema.transform``."""
         if self.student_ is not None:
             return np.asarray(self.student_.predict(X))
-        preds = [
-            self._placeholder(len(X))
-            if m in self.unused_
-            else np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
-            for m in self.member_names_
-        ]
+        preds = _map(
+            lambda m: (
+                self._placeholder(len(X))
+                if m in self.unused_
+                else np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
+            ),
+            self.member_names_,
+            threads=len(X) >= PARALLEL_ROWS,
+        )
         if self.fusion_ is None:
             return np.asarray(preds[0])
         P = np.stack(preds, axis=1)
@@ -236,14 +268,35 @@ class FittedEnsemble:
         return result
 
 
+#: From this many rows on, the members predict side by side in threads (the
+#: libraries release the GIL while they predict). Each member still predicts
+#: every row in one call, so the result is the same to the bit; a few rows
+#: are not worth a thread's start.
+PARALLEL_ROWS = 2_000
+
+
+def _map(
+    fn: Callable[[str], np.ndarray], names: list[str], *, threads: bool
+) -> list[np.ndarray]:
+    """``[fn(n) for n in names]``, in a thread per CPU when ``threads``."""
+    workers = min(len(names), os.cpu_count() or 1)
+    if not threads or workers < 2:
+        return [fn(n) for n in names]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, names))
+
+
 def load(
     run_dir: str | os.PathLike[str],
     model: str | None = None,
     *,
     load_models: bool = True,
+    folds: bool = False,
 ) -> FittedEnsemble:
     """Load a complete run or bundle for prediction (:class:`FittedEnsemble`)."""
-    return FittedEnsemble(run_dir, model, load_models=load_models)
+    return FittedEnsemble(run_dir, model, load_models=load_models, folds=folds)
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

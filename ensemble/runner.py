@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from . import budget as budget_mod
-from . import storage
+from . import refit, storage
 from .artifacts import RunDirectory, now_iso, versions
 from .budget import Budget
 from .config import RunConfig
@@ -46,6 +46,7 @@ from .exceptions import (
 from .learners import get
 from .members import Fitted
 from .metrics import METRICS, default_metric
+from .refit import Refitted
 from .scoring import Scored
 from .warm import WarmStart
 
@@ -383,20 +384,33 @@ def _run_stages(ctx: RunContext) -> RunResult:
     folds = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
     ctx.run.write_table("folds.parquet", folds)
     fitted = stage.fit_portfolio(ctx)
+    _keep_time_to_refit(ctx, fitted)
     fitted = stage.search(ctx, fitted)
+    _keep_time_to_refit(ctx, fitted)
     fitted = stage.repeat(ctx, fitted)
     scored = scoring.score(ctx, fitted)
-    return _finish(ctx, fitted, scored)
+    refitted = refit.refit(ctx, fitted, scored.used)
+    return _finish(ctx, fitted, scored, refitted)
 
 
-def _finish(ctx: RunContext, fitted: Fitted, scored: Scored) -> RunResult:
+def _keep_time_to_refit(ctx: RunContext, fitted: Fitted) -> None:
+    """Size the budget's refit window from the members' measured folds."""
+    if ctx.config.refit and ctx.budget.limit is not None:
+        ctx.budget = ctx.budget.with_refit(refit.refit_seconds(ctx, fitted))
+
+
+def _finish(
+    ctx: RunContext, fitted: Fitted, scored: Scored, refitted: Refitted
+) -> RunResult:
     """Write the complete manifest."""
     slots = max(fitted.slots, 1)
     names = scored.members
     # Over the fits this session ran (a resumed run reuses some from before);
     # fits of tuning trials ran outside the pools and count in neither.
     fresh = [
-        r for r in fitted.results if not r.resumed and not r.worker.startswith("tune:")
+        r
+        for r in [*fitted.results, *refitted.results]
+        if not r.resumed and not r.worker.startswith("tune:")
     ]
     efficiency = sum(r.fit_s for r in fresh) / max(ctx.fit_wall * slots, 1e-9)
     manifest = ctx.run.write_manifest(
@@ -409,6 +423,12 @@ def _finish(ctx: RunContext, fitted: Fitted, scored: Scored) -> RunResult:
         skipped_members=fitted.skipped,
         dropped_columns=ctx.data.dropped_columns,
         kept_models=scored.kept,
+        refit={
+            "members": refitted.members,
+            "kept_on_folds": refitted.skipped,
+            "fit_s": round(sum(r.fit_s for r in refitted.results), 3),
+            "n_train": {r.member: r.n_train for r in refitted.results},
+        },
         repeats={m: len({r.repeat for r in fitted.of(m)}) for m in names},
         timing={
             "fit_wall_s": round(ctx.fit_wall, 3),

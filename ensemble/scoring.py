@@ -42,6 +42,9 @@ class Scored:
         The chosen model.
     kept : list of str
         The models whose files the run keeps.
+    used : list of str
+        The members the chosen model predicts with (those its fusion weighs
+        by more than exactly zero; the chosen member alone).
     """
 
     members: list[str]
@@ -49,6 +52,7 @@ class Scored:
     board: pd.DataFrame
     best: str
     kept: list[str]
+    used: list[str]
 
 
 def score(ctx: RunContext, fitted: Fitted) -> Scored:
@@ -69,8 +73,9 @@ def score(ctx: RunContext, fitted: Fitted) -> Scored:
     run.write_table("leaderboard.parquet", board)
     run.write_table("fusion.parquet", lb.weight_rows(fused, names))
     _save_fusions(run, {f.key: f.fusion for f in fused}, names)
-    kept = _keep_models(ctx, best, fused, names)
-    return Scored(names, fused, board, best, kept)
+    used = _used_members(best, fused, names)
+    kept = _keep_models(ctx, best, fused, names, used)
+    return Scored(names, fused, board, best, kept, used)
 
 
 def _write_folds(ctx: RunContext, fitted: Fitted) -> None:
@@ -204,24 +209,32 @@ def _write_predictions(
     ctx.run.write_table("holdout.parquet", pd.concat(frames, ignore_index=True))
 
 
+def _used_members(best: str, fused: list[FusionOutcome], names: list[str]) -> list[str]:
+    """The members the chosen model predicts with."""
+    for f in fused:
+        if f.key == best:
+            unused = {names[i] for i in f.fusion.unused_members()}
+            return [m for m in names if m not in unused]
+    return [best]
+
+
 def _keep_models(
-    ctx: RunContext, best: str, fused: list[FusionOutcome], names: list[str]
+    ctx: RunContext,
+    best: str,
+    fused: list[FusionOutcome],
+    names: list[str],
+    used: list[str],
 ) -> list[str]:
     """Delete the fold models the chosen model does not need; the kept names.
 
-    With ``keep_models="all"`` nothing goes. Otherwise the chosen member's
-    models stay, or the chosen fusion and the members it weighs by more than
-    exactly zero (``BaseFusion.unused_members``); the others' fold models and
-    the other fusions go (their OOF predictions and scores stay).
+    With ``keep_models="all"`` nothing goes. Otherwise the chosen model's
+    ``used`` members stay (and the chosen fusion); the others' fold models
+    and the other fusions go (their OOF predictions and scores stay).
     """
     fusions = {f.key: f for f in fused}
     if ctx.config.keep_models == "all":
         return sorted([*names, *fusions])
-    if best in fusions:
-        unused = {names[i] for i in fusions[best].fusion.unused_members()}
-        keep = [m for m in names if m not in unused] + [best]
-    else:
-        keep = [best]
+    keep = [*used, best] if best in fusions else [best]
     run = ctx.run
     gone = [f"models/{m}" for m in names if m not in keep]
     gone += [f"models/fusion/{k}.joblib" for k in fusions if k != best]

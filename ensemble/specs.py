@@ -16,7 +16,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FitOutcome", "FitResult", "FitTask", "FusionOutcome", "MemberSpec"]
+__all__ = [
+    "REFIT_FOLD",
+    "FitOutcome",
+    "FitResult",
+    "FitTask",
+    "FusionOutcome",
+    "MemberSpec",
+]
+
+#: The ``fold`` of a refit: no row is left out, the model trains on every row
+#: in the folds and predicts no OOF rows (``models/<member>/full``).
+REFIT_FOLD = -2
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,8 @@ class FitTask:
     params : dict
         The learner's parameters.
     fold : int
-        The fold whose rows are predicted (and left out of training).
+        The fold whose rows are predicted (and left out of training);
+        :data:`REFIT_FOLD` for the refit on every row.
     repeat : int, default=0
         Which fold assignment: 0 is the run's folds, ``r`` the ``r``-th
         reshuffle of the same rows (repeated bagging).

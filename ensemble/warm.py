@@ -4,8 +4,9 @@
 be this data's (same columns, types and categories, same task and classes), so
 the inputs line up. Each member of a warm-startable learner (one with
 ``Learner.warm_start_params``: the MLP) takes the earlier run's member of the
-same name, else its first member of that learner, fold by fold, and keeps that
-model's shape (those parameters). The weights travel with the fit task, so a
+same name, else its first member of that learner, fold by fold (every fold
+from its refit on every row when the earlier run kept only that), and keeps
+that model's shape (those parameters). The weights travel with the fit task, so a
 worker node needs no access to the earlier run.
 """
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from .artifacts import RunDirectory
+from .artifacts import REFIT_DIR, RunDirectory
 from .exceptions import ConfigError
 from .learners import get
 from .specs import MemberSpec
@@ -40,9 +42,10 @@ class WarmStart:
         return member if member in mine else mine[0]
 
     def _fold_dir(self, source: str, fold: int) -> Any:
+        """The earlier fold model, else another, else the refit on every row."""
         base = self.run.path / "models" / source
         path = base / f"fold{fold}"
-        return path if path.is_dir() else sorted(base.glob("fold*"))[0]
+        return path if path.is_dir() else _models(base)[0]
 
     def adapt(self, spec: MemberSpec) -> MemberSpec:
         """``spec`` with the earlier model's shape (weights fit only that shape)."""
@@ -100,9 +103,10 @@ def warm_source(location: str, manifest_now: dict[str, Any]) -> WarmStart:
         )
     members: dict[str, list[str]] = {}
     for member in manifest.get("members") or []:
-        meta = run.path / "models" / member / "fold0" / "meta.json"
-        if not meta.is_file():
+        found = _models(run.path / "models" / member)
+        if not found:
             continue
+        meta = found[0] / "meta.json"
         key = json.loads(meta.read_text())["key"]
         if get(key).warm_start_params:
             members.setdefault(key, []).append(member)
@@ -112,6 +116,16 @@ def warm_source(location: str, manifest_now: dict[str, Any]) -> WarmStart:
             "MLP members can be warm-started)"
         )
     return WarmStart(run, members)
+
+
+def _models(base: Path) -> list[Path]:
+    """A member's fold models, else its refit on every row.
+
+    A default run keeps only the refit of the members its chosen model uses.
+    """
+    folds = sorted(p for p in base.glob("fold*") if (p / "meta.json").is_file())
+    full = base / REFIT_DIR
+    return folds or ([full] if (full / "meta.json").is_file() else [])
 
 
 def _schema_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from . import budget, storage
-from .learners import FitContext, get
+from .learners import FitContext, Learner, get
 from .specs import FitResult, FitTask
 
 __all__ = ["fit_fold"]
@@ -29,6 +29,9 @@ def fit_fold(
     gpu: bool,
 ) -> FitResult:
     """Fit ``task`` on its training folds, predict its OOF and holdout rows.
+
+    A refit (``task.fold`` is :data:`ensemble.specs.REFIT_FOLD`) trains on
+    every row in the folds and predicts only the holdout rows.
 
     The model is saved under ``model_dir`` (a path or a URI: the worker
     uploads it itself, so no node needs a shared disk).
@@ -78,9 +81,9 @@ def fit_fold(
     learner.fit(X[train], y[train])
     fit_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    oof = learner.predict(X[fold == task.fold])
+    oof = _predict(learner, X[fold == task.fold])  # none for a refit
     hold = fold == -1
-    holdout = learner.predict(X[hold]) if hold.any() else oof[:0]
+    holdout = _predict(learner, X[hold])
     predict_s = time.perf_counter() - t1
     storage.save_tree(model_dir, learner.save)
     return FitResult(
@@ -98,3 +101,15 @@ def fit_fold(
         n_train=int(train.sum()),
         truncated=learner.truncated_,
     )
+
+
+def _predict(learner: Learner, X: np.ndarray) -> np.ndarray:
+    """The learner's predictions of ``X``.
+
+    An empty array of the right width when there are no rows (some libraries
+    refuse to predict none).
+    """
+    if len(X):
+        return learner.predict(X)
+    k = learner.context.n_classes
+    return np.empty((0, k) if learner.context.is_classification else (0,))

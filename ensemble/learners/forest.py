@@ -12,7 +12,16 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 
-from ._base import Learner, register, sklearn_predict
+from ._base import FitContext, Learner, register, sklearn_predict
+
+#: ``min_samples_leaf="auto"`` by task. Measured on the shared tables (one
+#: 80/20 split, 100 trees, test AUC / log loss / RMSE against leaf 1): binary
+#: tables score better with leaves of 5 (adult rf AUC 0.9028 → 0.9140, et
+#: 0.8866 → 0.9064; bank rf 0.9276 → 0.9300) at a quarter of the nodes;
+#: regression scores the same with leaves of 2 (california rf RMSE 48,861 →
+#: 48,814, house_8L 31,327 → 31,274) at under half the nodes; many-class
+#: probabilities need full depth (letter rf log loss 0.275 → 0.324 at 2).
+MIN_SAMPLES_LEAF = {"binary": 5, "regression": 2, "multiclass": 1}
 
 
 class _ForestLearner(Learner):
@@ -20,8 +29,13 @@ class _ForestLearner(Learner):
     default_params: ClassVar[dict[str, Any]] = {
         "n_estimators": 200,  # AUC flat past ~200 trees on adult; fit time linear
         "max_features": "sqrt",  # classic choice; regression uses 1.0 unless set
-        "min_samples_leaf": 1,  # fully grown trees, the forest averages the variance
+        # "auto": by task (MIN_SAMPLES_LEAF); bigger leaves shrink the trees
+        "min_samples_leaf": "auto",
         "max_depth": None,
+        # A bound on the trees however many rows (AutoGluon's): reached only
+        # past ~50k rows, where it keeps a forest's model and its prediction
+        # from growing with the table.
+        "max_leaf_nodes": 15_000,
     }
 
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
@@ -37,6 +51,8 @@ class _ForestLearner(Learner):
         clf_cls, reg_cls = self._classes
         if not ctx.is_classification and "max_features" not in self._overridden():
             p["max_features"] = 1.0
+        if p["min_samples_leaf"] == "auto":
+            p["min_samples_leaf"] = MIN_SAMPLES_LEAF[ctx.task]
         cls = clf_cls if ctx.is_classification else reg_cls
         self.model_ = cls(**p, n_jobs=ctx.n_threads, random_state=ctx.seed)
         self.model_.fit(X, y)
@@ -45,7 +61,41 @@ class _ForestLearner(Learner):
         return {k for k, v in self.params.items() if v != self.default_params.get(k)}
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        return sklearn_predict(self.model_, X, self.context)
+        if len(X) > FEW_ROWS:
+            return sklearn_predict(self.model_, X, self.context)
+        return _sum_trees(self.model_, X, self.context)
+
+
+#: Up to this many rows a forest predicts tree by tree here rather than
+#: through joblib, whose per-tree dispatch is most of a small batch's time
+#: (one row, 200 trees: 9.9 ms through joblib, 2.1 ms here).
+FEW_ROWS = 1000
+
+
+def _sum_trees(model: Any, X: np.ndarray, context: FitContext) -> np.ndarray:
+    """The forest's prediction, summed in sklearn's own order (equal to the bit).
+
+    ``predict_proba`` / ``predict`` of a forest with ``n_jobs=1`` add the
+    trees' outputs one after the other into a float64 array and divide by
+    their number; this is that loop without the joblib dispatch.
+    """
+    Z = model._validate_X_predict(X)
+    trees = model.estimators_
+    if not context.is_classification:
+        out = np.zeros(Z.shape[0], dtype=np.float64)
+        for tree in trees:
+            out += tree.predict(Z, check_input=False)
+        out /= len(trees)
+        return out
+    proba = np.zeros((Z.shape[0], model.n_classes_), dtype=np.float64)
+    for tree in trees:
+        proba += tree.predict_proba(Z, check_input=False)
+    proba /= len(trees)
+    if proba.shape[1] == context.n_classes:
+        return proba
+    full = np.zeros((len(proba), context.n_classes))
+    full[:, np.asarray(model.classes_, dtype=int)] = proba
+    return full
 
 
 @register

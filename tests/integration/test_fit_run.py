@@ -141,9 +141,55 @@ def test_saved_fold_models_reproduce_oof_and_predict_their_average(binary_run):
             model.predict(d.X[rows])[:, 1], expect.pred_yes, rtol=1e-6
         )
         preds.append(model.predict(d.X))
-    # A member of a holdout-free run predicts new rows with its fold average.
-    got = load(run.path, member).predict_proba(frame.drop(columns="target"))
+    # Asked for its fold models, a member predicts new rows with their average.
+    got = load(run.path, member, folds=True).predict_proba(frame.drop(columns="target"))
     np.testing.assert_allclose(got, np.mean(preds, axis=0), rtol=1e-12)
+
+
+def test_the_chosen_model_predicts_with_its_members_refitted_on_every_row(binary_run):
+    import joblib
+
+    from ensemble.data import load_table, prepare
+    from ensemble.model import load
+
+    config, result = binary_run
+    run, manifest = result.run_dir, result.manifest
+    best = manifest["best"]
+    frame, _ = load_table(config.data)
+    d = prepare(frame, "target", n_folds=3, seed=0)
+    models = run.path / "models"
+    fused = (models / "fusion" / f"{best}.joblib").is_file()
+    blob = joblib.load(models / "fusion" / f"{best}.joblib") if fused else None
+    used = (
+        [
+            m
+            for i, m in enumerate(blob["members"])
+            if i not in blob["fusion"].unused_members()
+        ]
+        if fused
+        else [best]
+    )
+    refit = manifest["refit"]
+    assert refit["members"] == used and refit["kept_on_folds"] == []
+    # one model per member, trained on every row (the folds' models stay: all)
+    assert refit["n_train"] == dict.fromkeys(used, 600)
+    preds = {m: Learner.load(models / m / "full").predict(d.X) for m in used}
+    model = load(run.path)
+    assert model.refitted_ == used
+    got = model.predict_proba(frame.drop(columns="target"))
+    if fused:
+        P = np.stack(
+            [preds.get(m, model._placeholder(600)) for m in blob["members"]], axis=1
+        )
+        X = d.X if blob["fusion"].uses_features else None
+        want = blob["fusion"].predict(P, X)
+    else:
+        want = preds[best]
+    np.testing.assert_array_equal(got, want)
+    # and it is not the fold models' average
+    folds = load(run.path, folds=True).predict_proba(frame.drop(columns="target"))
+    assert not np.array_equal(got, folds)
+    assert np.abs(got - folds).max() < 0.2  # the same models, on half again the rows
 
 
 def test_leaderboard_is_scored_on_oof_and_the_choice_is_robust(binary_run):
@@ -271,7 +317,7 @@ def test_repeats_are_averaged_kept_unless_they_hurt_and_deterministic(
     d = prepare(load_table(config.data)[0], "target", n_folds=3, seed=0)
     for member, n in repeats.items():
         dirs = sorted(p.name for p in (run / "models" / member).iterdir())
-        assert len(dirs) == 3 * n
+        assert len([d for d in dirs if d != "full"]) == 3 * n
         # the OOF is the mean over the repeats of each repeat's fold models
         per_repeat = []
         for rep in range(n):

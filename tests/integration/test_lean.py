@@ -76,6 +76,15 @@ def test_a_default_run_keeps_what_its_chosen_model_needs(runs):
         "fusion",
         *full.manifest["members"],
     }
+    # the used members are refitted on every row: the lean run keeps only that
+    used = [m for m in lean.manifest["members"] if m not in unused]
+    assert lean.manifest["refit"]["members"] == used
+    for m in used:
+        assert {p.name for p in (lean.run_dir.path / "models" / m).iterdir()} == {
+            "full"
+        }
+        kept_all = {p.name for p in (full.run_dir.path / "models" / m).iterdir()}
+        assert kept_all == {"full", "fold0", "fold1", "fold2"}
     # every member's OOF and score stay
     oof = pd.read_parquet(lean.run_dir.path / "oof")
     assert set(oof.member) == set(lean.manifest["members"])
@@ -91,6 +100,8 @@ def test_the_lean_run_predicts_what_the_full_one_does_to_the_bit(runs):
     gone = sorted(set(lean.manifest["members"]) - set(lean.manifest["kept_models"]))[0]
     with pytest.raises(RunStateError, match="kept the models of its chosen model"):
         load(lean.run_dir.path, gone)
+    with pytest.raises(RunStateError, match="kept only the refit of .* on every row"):
+        load(lean.run_dir.path, folds=True)
 
 
 def test_an_exported_bundle_predicts_like_its_run_without_ray(runs, tmp_path):
@@ -107,6 +118,17 @@ def test_an_exported_bundle_predicts_like_its_run_without_ray(runs, tmp_path):
         lean.leaderboard.set_index("model").loc["selection", "oof_score"]
     )
     assert info["source"]["run_id"] == "lean" and "ensemble" in info["versions"]
+    # one model per member: the refits on every row
+    bundled = {
+        p.relative_to(tmp_path / "b").parts[:2]
+        for p in (tmp_path / "b" / "models").glob("*/*")
+    }
+    assert bundled == {("models", "fusion")} | {
+        ("models", m) for m in lean.manifest["refit"]["members"]
+    }
+    assert {p.name for p in (tmp_path / "b" / "models").glob("*/*") if p.is_dir()} == {
+        "full"
+    }
     new = _bent_table(200, seed=4).drop(columns="target")
     new.to_parquet(tmp_path / "new.parquet")
     # in a fresh interpreter: no Ray imported, the run directory out of reach

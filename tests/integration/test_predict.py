@@ -97,7 +97,8 @@ def test_predictions_of_holdout_rows_equal_holdout_parquet(fitted, tmp_path):
     for model in ("linear", "stacking_lgbm", "mlp"):
         hold = run.read_table("holdout.parquet")
         hold = hold[hold.model == model].sort_values("row_id")
-        got = load(run.path, model).predict_frame(frame.iloc[hold.row_id])
+        # holdout.parquet holds the fold models' predictions (the leaderboard's)
+        got = load(run.path, model, folds=True).predict_frame(frame.iloc[hold.row_id])
         np.testing.assert_allclose(got.pred_yes, hold.pred_yes, rtol=1e-9)
 
 

@@ -132,9 +132,13 @@ def test_run_is_written_to_s3_and_read_back(s3, s3_run, tmp_path):
     assert not any(n.startswith("checkpoints/") for n in names)
     assert not any(".tmp-" in n for n in names)
 
-    # read back: the manifest, the tables, and the models predict the holdout
-    # exactly as the run recorded it
-    fitted = load(uri)
+    # the refits on every row were uploaded by their fits too
+    for member in result.manifest["refit"]["members"]:
+        assert f"models/{member}/full/meta.json" in names
+    assert load(uri).refitted_ == result.manifest["refit"]["members"]
+    # read back: the manifest, the tables, and the fold models predict the
+    # holdout exactly as the run recorded it
+    fitted = load(uri, folds=True)
     manifest = fitted.run.require_complete()
     assert manifest["status"] == "complete"
     assert manifest["config"]["out"] == f"s3://{BUCKET}/runs"

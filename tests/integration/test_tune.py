@@ -9,6 +9,7 @@ import pytest
 from ensemble.config import RunConfig
 from ensemble.learners import FitContext
 from ensemble.runner import fit_run
+from ensemble.specs import REFIT_FOLD
 from ensemble.tune import tune_learners
 from tests.conftest import make_table
 
@@ -125,7 +126,9 @@ def test_a_tuned_run_reuses_its_trials_folds(ray_session, tmp_path):
     )
     result = fit_run(
         cfg,
-        on_fit=lambda r, d, t: events.append(("fit", r.member)),
+        on_fit=lambda r, d, t: events.append(
+            ("refit" if r.fold == REFIT_FOLD else "fit", r.member)
+        ),
         on_trial=lambda learner, n, best: events.append(("trial", learner)),
     )
     assert result.manifest["status"] == "complete"
@@ -134,8 +137,13 @@ def test_a_tuned_run_reuses_its_trials_folds(ray_session, tmp_path):
     first_trial = events.index(next(e for e in events if e[0] == "trial"))
     assert {m for kind, m in events[:first_trial]} == {"linear", "hgb"}
     assert all(
-        kind == "trial" or m.endswith("_tuned") for kind, m in events[first_trial:]
+        kind in ("trial", "refit") or m.endswith("_tuned")
+        for kind, m in events[first_trial:]
     )
+    # the refits of the chosen model's members come last
+    refits = [m for kind, m in events if kind == "refit"]
+    assert refits == result.manifest["refit"]["members"] and refits
+    assert all(kind == "refit" for kind, _ in events[-len(refits) :])
     run = result.run_dir.path
     trials = pd.read_parquet(run / "trials.parquet")
     assert set(trials.member.dropna()) == {"linear_tuned", "hgb_tuned"}

@@ -51,6 +51,39 @@ def test_stage_instants_leave_the_fusions_and_the_writing_their_time():
     assert b.with_fusions(1e4).fits_finish_by == pytest.approx(250.5)
 
 
+def test_the_refit_gets_its_window_before_the_tables_and_keeps_its_order():
+    b = Budget(0.0, 300.0, fusion_s=20.0).with_refit(30.0)
+    # the refit's window moves the fits and the fusions 30 s earlier
+    assert b.fits_finish_by == pytest.approx(300 - 4.5 - 20 - 30)
+    assert b.fusions_finish_by(now=0.0) == pytest.approx(300 - 4.5 - 30)
+    assert b.refit_finish_by == pytest.approx(300 - 4.5)
+    # both windows survive resizing either; the refit's stays within 15%
+    assert b.with_fusions(20.0) == b and b.with_refit(30.0) == b
+    assert Budget(0.0, 300.0).with_refit(1e4).refit_finish_by == pytest.approx(295.5)
+    assert Budget(0.0, 300.0).with_refit(1e4).fits_finish_by == pytest.approx(
+        300 - 4.5 - 9 - 45
+    )
+    assert Budget(0.0, None).with_refit(30.0).refit_finish_by is None
+    # a refit takes n/(n-1) of a mean fold; the slots share them
+    assert budget.refit_seconds([4.0, 4.0], n_folds=5, slots=1) == pytest.approx(10.0)
+    assert budget.refit_seconds([], n_folds=5, slots=2) == 0.0
+
+
+def test_no_time_left_to_refit_keeps_the_members_on_their_fold_models():
+    from types import SimpleNamespace
+
+    from ensemble.refit import Refitted, refit
+
+    late = SimpleNamespace(
+        config=SimpleNamespace(refit=True, keep_models="chosen"),
+        budget=Budget(time.monotonic() - 400, 300.0),
+    )
+    out = refit(late, None, ["lgbm", "cat"])  # type: ignore[arg-type]
+    assert out == Refitted(members=[], skipped=["lgbm", "cat"], results=[])
+    off = SimpleNamespace(config=SimpleNamespace(refit=False), budget=late.budget)
+    assert refit(off, None, ["lgbm"]) == Refitted()  # type: ignore[arg-type]
+
+
 def test_the_fusion_floor_after_fits_that_overran():
     late = Budget(time.monotonic() - 400, 300)
     finish_by = late.fusions_finish_by()

@@ -192,3 +192,29 @@ def test_portfolio_configurations_are_valid_and_differ_from_the_defaults(key):
         merged = cls.check_params(params)  # unknown names would raise
         assert merged != cls.default_params, name
         assert name.isidentifier() and name != "tuned"
+
+
+@pytest.mark.parametrize("family", ["rf", "et"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_forest_predicts_few_rows_as_sklearn_does_to_the_bit(family, task):
+    from ensemble.learners.forest import FEW_ROWS, MIN_SAMPLES_LEAF, _sum_trees
+
+    X, y, ctx = _data(task)
+    if task == "multiclass":
+        y = np.where(y == 3, 2, y)  # a class the forest never saw
+    learner = get(family)({"n_estimators": 15}, context=ctx).fit(X, y)
+    model = learner.model_
+    assert model.min_samples_leaf == MIN_SAMPLES_LEAF[task]
+    assert model.max_leaf_nodes == 15_000
+    few = X[:7]
+    assert len(few) <= FEW_ROWS
+    if task == "regression":
+        want = model.predict(few)
+    else:
+        want = np.zeros((7, ctx.n_classes))
+        want[:, model.classes_] = model.predict_proba(few)
+    np.testing.assert_array_equal(_sum_trees(model, few, ctx), want)
+    # rows predict the same in a small batch as in a large one (sklearn's path)
+    big = np.concatenate([X] * 5)
+    assert len(big) > FEW_ROWS
+    np.testing.assert_array_equal(learner.predict(big)[:7], learner.predict(few))

@@ -1,0 +1,145 @@
+"""The refit stage: the chosen model's members fitted once more, on every row.
+
+Each member of a run is fitted once per fold (and per repeat): its OOF
+predictions, which score and fuse it, need that. To *predict*, one model per
+member trained on every row in the folds does as well (it has seen a quarter
+more rows than any fold model) at a fraction of the cost: one model to store,
+load and run instead of ``folds × repeats``. AutoGluon calls this
+``refit_full``. After the scoring stage has chosen the model, each member it
+uses is refitted on every row with the same parameters (a booster stops early
+on its own inner split, as in its folds), into ``models/<member>/full``; the
+fitted ensemble predicts with it. With ``keep_models="chosen"`` the member's
+fold models then go.
+
+The chosen model's scores stay those of its fold models' OOF predictions (as
+for AutoGluon's ``_FULL`` models, the refit has no rows left to score it on);
+``benchmarks/quality.py`` measures both on rows neither saw. Under a time
+limit the refits run in the window :class:`ensemble.budget.Budget` keeps for
+them; a member whose refit cannot finish keeps its fold models.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import budget as budget_mod
+from . import storage
+from .artifacts import REFIT_DIR
+from .context import RunContext
+from .learners import get
+from .members import Fitted, fit_tasks
+from .specs import REFIT_FOLD, FitResult, FitTask
+
+__all__ = ["Refitted", "refit", "refit_seconds"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Refitted:
+    """What the refit stage did.
+
+    Attributes
+    ----------
+    members : list of str
+        Members refitted on every row (``models/<member>/full``).
+    skipped : list of str
+        Members the time limit (or a failed refit) left on their fold models.
+    results : list of FitResult
+        The refits' fits.
+    """
+
+    members: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    results: list[FitResult] = field(default_factory=list)
+
+
+def refit_seconds(ctx: RunContext, fitted: Fitted) -> float:
+    """Expected wall seconds of refitting every member of ``fitted``.
+
+    A refit trains on ``folds / (folds - 1)`` times a fold's rows, so it takes
+    that much longer than the member's measured mean fold; the refits share
+    the cluster's slots.
+    """
+    n = ctx.config.n_folds
+    per_member = [
+        float(np.mean([r.fit_s for r in fitted.of(s.name)])) for s in fitted.specs
+    ]
+    return budget_mod.refit_seconds(per_member, n, max(fitted.slots, 1))
+
+
+def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
+    """Refit ``members`` on every row in the folds; drop their fold models.
+
+    Parameters
+    ----------
+    ctx : RunContext
+    fitted : Fitted
+        The run's members (their parameters and measured fold times).
+    members : list of str
+        The members the chosen model uses.
+
+    Returns
+    -------
+    Refitted
+    """
+    if not ctx.config.refit or not members:
+        return Refitted()
+    finish_by = ctx.budget.refit_finish_by
+    if finish_by is not None and time.monotonic() >= finish_by:
+        logger.info("time limit: no time left to refit on every row")
+        return Refitted(skipped=list(members))
+    outcome = fit_tasks(
+        ctx,
+        _tasks(ctx, fitted, members),
+        fitted.folds[:1],
+        start_by=finish_by,
+        finish_by=finish_by,
+    )
+    done = [m for m in members if any(r.member == m for r in outcome.results)]
+    skipped = [m for m in members if m not in done]
+    if skipped:
+        logger.info("kept on their fold models (no refit): %s", ", ".join(skipped))
+    if ctx.config.keep_models != "all":
+        _drop_fold_models(ctx, done)
+    return Refitted(done, skipped, outcome.results)
+
+
+def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]:
+    """One refit per member; the dearest first (it bounds the stage's wall)."""
+    specs = {s.name: s for s in fitted.specs}
+    n = ctx.config.n_folds
+    tasks = []
+    for name in members:
+        spec = specs[name]
+        cls = get(spec.learner)
+        fold_s = float(np.mean([r.fit_s + r.predict_s for r in fitted.of(name)]))
+        tasks.append(
+            FitTask(
+                member=name,
+                learner=spec.learner,
+                params=spec.params,
+                fold=REFIT_FOLD,
+                cost=fold_s * n / max(n - 1, 1),
+                uses_gpu=cls.uses_gpu,
+                time_boxed=cls.time_boxed,
+            )
+        )
+    return tasks
+
+
+def _drop_fold_models(ctx: RunContext, members: list[str]) -> None:
+    """Delete the fold models of refitted members (their OOF predictions stay)."""
+    run = ctx.run
+    for name in members:
+        folder = run.path / "models" / name
+        for sub in list(folder.iterdir()) if folder.is_dir() else []:
+            if sub.name != REFIT_DIR:
+                shutil.rmtree(sub)
+                if run.remote is not None:
+                    storage.remove(storage.join(run.remote, "models", name, sub.name))
