@@ -36,7 +36,7 @@ from .data import repeat_folds
 from .exceptions import BaseLearnerFailed
 from .learners import get
 from .metrics import score, to_loss
-from .specs import FitOutcome, FitResult, FitTask, MemberSpec
+from .specs import REFIT_FOLD, FitOutcome, FitResult, FitTask, MemberSpec
 
 __all__ = ["Fitted", "fit_portfolio", "fit_tasks", "portfolio", "repeat", "search"]
 
@@ -238,8 +238,9 @@ def fit_tasks(
         finish_by=finish_by,
         on_result=on_result,
         env_vars=storage.credentials_env() if ctx.run.remote is not None else None,
-        # Repeats past the deadline are expected, not news.
-        quiet=any(t.repeat for t in tasks),
+        # Repeats past the deadline are expected, not news; a refit left out
+        # keeps its fold models (``ensemble.refit`` says so).
+        quiet=any(t.repeat or t.fold == REFIT_FOLD for t in tasks),
     )
     ctx.progress_total += len(todo)
     if ctx.run.remote is None:  # a URI run's models go to the store, not here

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +138,10 @@ class FittedEnsemble:
                 raise RunStateError(self._gone(m))
             self.model_dirs_[m] = dirs
             self.fold_models_[m] = [Learner.load(d) for d in dirs]
+            for learner in self.fold_models_[m]:
+                # a loaded model predicts on this machine's cores (a fit's
+                # learner on the CPUs its task reserved)
+                learner.predict_threads = os.cpu_count() or 1
 
     def _model_dirs(self, folder: Path) -> list[Path]:
         """The member's refit on every row, else its fold models."""
@@ -236,15 +239,12 @@ class FittedEnsemble:
         """:meth:`predict_proba` on rows already encoded by ``schema.transform``."""
         if self.student_ is not None:
             return np.asarray(self.student_.predict(X))
-        preds = _map(
-            lambda m: (
-                self._placeholder(len(X))
-                if m in self.unused_
-                else np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
-            ),
-            self.member_names_,
-            threads=len(X) >= PARALLEL_ROWS,
-        )
+        preds = [
+            self._placeholder(len(X))
+            if m in self.unused_
+            else np.mean([fm.predict(X) for fm in self.fold_models_[m]], axis=0)
+            for m in self.member_names_
+        ]
         if self.fusion_ is None:
             return np.asarray(preds[0])
         P = np.stack(preds, axis=1)
@@ -266,26 +266,6 @@ class FittedEnsemble:
         result = pd.DataFrame(out, columns=[f"pred_{c}" for c in self.classes])
         result["label"] = np.asarray(self.classes, dtype=object)[out.argmax(axis=1)]
         return result
-
-
-#: From this many rows on, the members predict side by side in threads (the
-#: libraries release the GIL while they predict). Each member still predicts
-#: every row in one call, so the result is the same to the bit; a few rows
-#: are not worth a thread's start.
-PARALLEL_ROWS = 2_000
-
-
-def _map(
-    fn: Callable[[str], np.ndarray], names: list[str], *, threads: bool
-) -> list[np.ndarray]:
-    """``[fn(n) for n in names]``, in a thread per CPU when ``threads``."""
-    workers = min(len(names), os.cpu_count() or 1)
-    if not threads or workers < 2:
-        return [fn(n) for n in names]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, names))
 
 
 def load(

@@ -104,7 +104,11 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
     done = [m for m in members if any(r.member == m for r in outcome.results)]
     skipped = [m for m in members if m not in done]
     if skipped:
-        logger.info("kept on their fold models (no refit): %s", ", ".join(skipped))
+        logger.info(
+            "%s keep their fold models (the refit on every row did not finish "
+            "in time, or failed)",
+            ", ".join(skipped),
+        )
     if ctx.config.keep_models != "all":
         _drop_fold_models(ctx, done)
     return Refitted(done, skipped, outcome.results)

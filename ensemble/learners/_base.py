@@ -111,6 +111,10 @@ class Learner(ABC):
         self.init_state: bytes | None = None
         #: Set by a fit that stopped at its time box (fewer rounds than asked).
         self.truncated_ = False
+        #: Threads a prediction may use where the learner splits the rows
+        #: itself (the forests); the fit's ``n_threads`` unless a loaded model
+        #: is given the machine's.
+        self.predict_threads = context.n_threads
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,15 @@ from tests.conftest import make_table
 pytestmark = pytest.mark.ray
 
 # A fast configuration: one cheap learner, two folds, no fusion (the member is
-# the model; fusions are covered by the behaviour tests below), no report.
+# the model; fusions are covered by the behaviour tests below), no report, no
+# refit on every row (the behaviour tests below refit; sklearn's checks fit
+# hundreds of times, and a refit is one more pool of Ray tasks each time).
 FAST = {
     "learners": ["linear"],
     "fusions": [],
     "n_folds": 2,
     "report": False,
+    "refit": False,
 }
 
 

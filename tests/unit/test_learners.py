@@ -214,7 +214,11 @@ def test_a_forest_predicts_few_rows_as_sklearn_does_to_the_bit(family, task):
         want = np.zeros((7, ctx.n_classes))
         want[:, model.classes_] = model.predict_proba(few)
     np.testing.assert_array_equal(_sum_trees(model, few, ctx), want)
-    # rows predict the same in a small batch as in a large one (sklearn's path)
-    big = np.concatenate([X] * 5)
-    assert len(big) > FEW_ROWS
-    np.testing.assert_array_equal(learner.predict(big)[:7], learner.predict(few))
+    # rows predict the same in a small batch as in a large one (sklearn's
+    # path), and split over threads as in one call
+    big = np.concatenate([X] * 10)
+    assert len(big) > 2 * FEW_ROWS
+    whole = learner.predict(big)
+    np.testing.assert_array_equal(whole[:7], learner.predict(few))
+    learner.predict_threads = 2
+    np.testing.assert_array_equal(learner.predict(big), whole)
