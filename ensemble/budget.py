@@ -55,7 +55,9 @@ __all__ = [
     "MIN_BOX_FRACTION",
     "MAX_ROWS",
     "MIN_TRIALS",
+    "REFIT_OVERHEAD_S",
     "REFIT_SHARE",
+    "REFIT_SLACK",
     "REPLAN_S",
     "VALUE_ORDER",
     "Budget",
@@ -82,6 +84,11 @@ FUSION_SHARE = (0.03, 0.15)
 #: The refit on every row takes at most this share of the limit: a member
 #: whose refit does not fit in it keeps predicting with its fold models.
 REFIT_SHARE = 0.15
+#: The refit's window over its estimate, and the seconds each refit adds
+#: (dispatch, saving): a window sized exactly by the folds' mean left 6 of 13
+#: members of an adult run on their fold models.
+REFIT_SLACK = 1.5
+REFIT_OVERHEAD_S = 1.0
 #: A fit that starts at the fits' ``start_by`` may still run for its fold's
 #: time; under a limit the booster folds are boxed to end by ``finish_by``.
 FITS_TAIL_SHARE = 0.04
@@ -412,16 +419,21 @@ def refit_seconds(fold_seconds: Iterable[float], n_folds: int, slots: int) -> fl
     A refit trains on ``n_folds / (n_folds - 1)`` times a fold's rows; the
     refits share ``slots``, but the dearest bounds the wall however many.
 
+    Each refit takes ``n_folds / (n_folds - 1)`` of a fold's time and
+    :data:`REFIT_OVERHEAD_S` more; the window is :data:`REFIT_SLACK` times that.
+
     Examples
     --------
-    >>> refit_seconds([8.0, 4.0, 4.0], n_folds=5, slots=2)
-    10.0
+    >>> refit_seconds([8.0, 4.0, 4.0], n_folds=5, slots=2)  # 1.5 * (11 + 6 + 6) / 2
+    17.25
     >>> refit_seconds([40.0, 1.0], n_folds=5, slots=2)  # the MLP's refit bounds it
-    50.0
+    76.5
+    >>> refit_seconds([], n_folds=5, slots=2)
+    0.0
     """
     scale = n_folds / max(n_folds - 1, 1)
-    times = [scale * t for t in fold_seconds]
-    return max(sum(times) / max(slots, 1), max(times, default=0.0))
+    times = [scale * t + REFIT_OVERHEAD_S for t in fold_seconds]
+    return REFIT_SLACK * max(sum(times) / max(slots, 1), max(times, default=0.0))
 
 
 def value_rank(name: str, learner: str) -> int:

@@ -101,7 +101,15 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
         start_by=finish_by,
         finish_by=finish_by,
     )
-    done = [m for m in members if any(r.member == m for r in outcome.results)]
+    # A refit its time box stopped has fewer rounds than its folds chose: the
+    # fold models predict better, so they stay.
+    cut = {r.member for r in outcome.results if r.truncated}
+    for name in cut:
+        shutil.rmtree(ctx.run.path / "models" / name / REFIT_DIR, ignore_errors=True)
+        if ctx.run.remote is not None:
+            storage.remove(storage.join(ctx.run.remote, "models", name, REFIT_DIR))
+    results = [r for r in outcome.results if r.member not in cut]
+    done = [m for m in members if any(r.member == m for r in results)]
     skipped = [m for m in members if m not in done]
     if skipped:
         logger.info(
@@ -111,11 +119,16 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
         )
     if ctx.config.keep_models != "all":
         _drop_fold_models(ctx, done)
-    return Refitted(done, skipped, outcome.results)
+    return Refitted(done, skipped, results)
 
 
 def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]:
-    """One refit per member; the dearest first (it bounds the stage's wall)."""
+    """One refit per member, the members with the most fold models first.
+
+    A member left on its fold models predicts with all of them, so under a
+    deadline the refits that save the most prediction go first (the repeated
+    members); then the dearest (it bounds the stage's wall).
+    """
     specs = {s.name: s for s in fitted.specs}
     n = ctx.config.n_folds
     tasks = []
@@ -131,6 +144,7 @@ def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]
                 fold=REFIT_FOLD,
                 cost=fold_s * n / max(n - 1, 1),
                 uses_gpu=cls.uses_gpu,
+                priority=-float(len(fitted.of(name))),
                 time_boxed=cls.time_boxed,
             )
         )
