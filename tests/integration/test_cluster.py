@@ -80,6 +80,7 @@ def test_same_results_on_1_cpu_2_cpus_and_2_nodes(ray_session, cluster, tmp_path
         make_table(500),
         learners=["linear", "lgbm", "rf", "mlp"],
         portfolio=False,
+        refit=False,  # the fits' placement is the subject; refits add one more pool
         learner_params={
             "lgbm": {"max_rounds": 80},
             "rf": {"n_estimators": 20},
@@ -121,6 +122,7 @@ def test_worker_node_killed_mid_run(ray_session, cluster, tmp_path):
         learners=["rf", "et"],
         fusions=["average", "stacking"],
         n_folds=5,
+        refit=False,  # refits of 1000-tree forests would only lengthen the drill
         # Fits of 1-2 s: the worker node's first fit may finish many seconds
         # after the head's (its worker process starts late on a busy machine);
         # the fits left then must outlast that lag, and one must still run
