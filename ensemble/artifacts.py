@@ -210,6 +210,16 @@ class RunDirectory:
             return storage.parent_and_name(self.remote)[0]
         return str(self.path.parent)
 
+    def remove(self, name: str) -> None:
+        """Delete ``name`` (a file or a directory of the run), here and remotely."""
+        path = self.path / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        if self.remote is not None:
+            storage.remove(storage.join(self.remote, name))
+
     def sync(self, name: str) -> None:
         """Upload ``name`` (a file or a directory of the run) to :attr:`remote`."""
         if self.remote is not None:

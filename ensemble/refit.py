@@ -21,14 +21,12 @@ them; a member whose refit cannot finish keeps its fold models.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import budget as budget_mod
-from . import storage
 from .artifacts import REFIT_DIR
 from .context import RunContext
 from .learners import get
@@ -105,9 +103,7 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
     # fold models predict better, so they stay.
     cut = {r.member for r in outcome.results if r.truncated}
     for name in cut:
-        shutil.rmtree(ctx.run.path / "models" / name / REFIT_DIR, ignore_errors=True)
-        if ctx.run.remote is not None:
-            storage.remove(storage.join(ctx.run.remote, "models", name, REFIT_DIR))
+        ctx.run.remove(f"models/{name}/{REFIT_DIR}")
     results = [r for r in outcome.results if r.member not in cut]
     done = [m for m in members if any(r.member == m for r in results)]
     skipped = [m for m in members if m not in done]
@@ -153,11 +149,8 @@ def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]
 
 def _drop_fold_models(ctx: RunContext, members: list[str]) -> None:
     """Delete the fold models of refitted members (their OOF predictions stay)."""
-    run = ctx.run
     for name in members:
-        folder = run.path / "models" / name
+        folder = ctx.run.path / "models" / name
         for sub in list(folder.iterdir()) if folder.is_dir() else []:
             if sub.name != REFIT_DIR:
-                shutil.rmtree(sub)
-                if run.remote is not None:
-                    storage.remove(storage.join(run.remote, "models", name, sub.name))
+                ctx.run.remove(f"models/{name}/{sub.name}")

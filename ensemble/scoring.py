@@ -10,7 +10,6 @@ models the chosen model does not need are let go.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from . import leaderboard as lb
-from . import storage
 from .artifacts import RunDirectory
 from .context import RunContext
 from .members import Fitted
@@ -235,17 +233,10 @@ def _keep_models(
     if ctx.config.keep_models == "all":
         return sorted([*names, *fusions])
     keep = [*used, best] if best in fusions else [best]
-    run = ctx.run
     gone = [f"models/{m}" for m in names if m not in keep]
     gone += [f"models/fusion/{k}.joblib" for k in fusions if k != best]
     for rel in gone:
-        path = run.path / rel
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-        if run.remote is not None:
-            storage.remove(storage.join(run.remote, rel))
+        ctx.run.remove(rel)
     return sorted(keep)
 
 
