@@ -102,12 +102,15 @@ def run_ours(
     work: Path,
     extra: list[str],
     big_rows: int = 0,
+    keep: Path | None = None,
 ) -> list[dict[str, Any]]:
     """``ensemble fit`` on train; the chosen model and each member on test.
 
     The chosen model is scored as it predicts by default (its members
     refitted on every row, when the run refits) and with its members' fold
-    models (``test_score_folds``); each member with its fold models.
+    models (``test_score_folds``); each member with its fold models. With
+    ``keep``, the run's top-level files (manifest, fits, leaderboard, OOF…)
+    are copied there, to look into later.
     """
     train.to_parquet(work / "train.parquet")
     cmd = [
@@ -162,10 +165,38 @@ def run_ours(
     refit = manifest.get("refit") or {}
     rows[0]["refitted"] = ",".join(refit.get("members") or [])
     rows[0]["run_dir_mib"] = _default_size(run, manifest) / 2**20
+    # every member's fold models and the refits: `--keep-models all`
+    rows[0]["run_dir_all_mib"] = _size(run) / 2**20
     rows[0].update(deployment(run, work / "bundle", features, big_rows))
     rows[0]["parallel_efficiency"] = manifest["timing"]["parallel_efficiency"]
     rows[0]["members"] = ",".join(manifest["members"])
+    for row in rows:
+        row["commit"] = COMMIT
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in run.iterdir():
+            if f.is_file():
+                shutil.copy(f, keep / f.name)
     return rows
+
+
+def _commit() -> str:
+    """The product code's commit, ``+dirty`` when the tree has changes."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", *a], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + (
+        "+dirty" if git("status", "--porcelain", "ensemble") else ""
+    )
+
+
+#: Taken once, at the start: the editable install means later edits would
+#: change the code of the runs still to come, which the row could not tell.
+COMMIT = _commit()
 
 
 def _size(path: Path) -> int:
@@ -367,6 +398,23 @@ def deployment_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _merge_results(path: Path, table: pd.DataFrame) -> None:
+    """Write ``table`` into ``path``, replacing only its (table, system) rows.
+
+    A call measures some tables; the rows of the others stay as they were
+    (each row says its ``commit``).
+    """
+    if path.is_file():
+        old = pd.read_parquet(path)
+        done = set(zip(table["dataset"], table["system"], strict=True))
+        keep = [
+            (d, s) not in done
+            for d, s in zip(old["dataset"], old["system"], strict=True)
+        ]
+        table = pd.concat([old[keep], table], ignore_index=True)
+    table.to_parquet(path)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--time-limit", type=float, default=300.0)
@@ -375,6 +423,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--rerun-autogluon", action="store_true")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--fit-args", default="", help="extra flags for our `ensemble fit`")
+    p.add_argument(
+        "--keep-run-files",
+        default=None,
+        help="copy each of our runs' top-level files (manifest, fits, "
+        "leaderboard, OOF) into DIR/<table>/",
+    )
     p.add_argument(
         "--deployment",
         action="store_true",
@@ -402,8 +456,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 work = Path(tmp)
                 if system == "ours":
                     extra = args.fit_args.split()
+                    keep = args.keep_run_files and Path(args.keep_run_files) / name
                     rows += run_ours(
-                        train, test, target, args.time_limit, work, extra, args.big_rows
+                        train,
+                        test,
+                        target,
+                        args.time_limit,
+                        work,
+                        extra,
+                        args.big_rows,
+                        keep or None,
                     )
                     continue
                 cache = out / f"autogluon-{name}-{system}-tl{tl}.parquet"
@@ -435,7 +497,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         part["n_train"], part["n_test"] = len(train), len(test)
         frames.append(part)
         table = pd.concat(frames, ignore_index=True)
-        table.to_parquet(out / f"quality-tl{tl}.parquet")
+        _merge_results(out / f"quality-tl{tl}.parquet", table)
         print(markdown(part), flush=True)
     table = pd.concat(frames, ignore_index=True)
     print(markdown(table))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artifacts import RunDirectory
+from .artifacts import REFIT_DIR, RunDirectory, fold_name
 from .data import FeatureSchema
 from .exceptions import ConfigError, DataError
 from .learners import FitContext, Learner
@@ -337,9 +337,17 @@ def prune(
 
     torch.set_num_threads(n_threads or os.cpu_count() or 1)
     rd = _open(run_dir, "prune")
-    mlps = _mlp_members(rd)
+    mlps, refitted = _mlp_members(rd)
     chosen = members or mlps
     unknown = [m for m in chosen if m not in mlps]
+    if refitted and (not chosen or any(m in refitted for m in unknown)):
+        # Pruning fine-tunes each fold model on its fold's rows and scores it on
+        # OOF rows; a default run kept only the refit on every row.
+        raise ConfigError(
+            f"run {rd.run.run_id!r} kept no fold models of its MLP member(s) "
+            f"{', '.join(refitted)} (refitted on every row); pruning needs them: "
+            "fit with --keep-models all"
+        )
     if unknown or not chosen:
         raise ConfigError(
             f"run {rd.run.run_id!r} has no MLP member "
@@ -357,13 +365,18 @@ def prune(
     return table
 
 
-def _mlp_members(rd: _RunData) -> list[str]:
-    out = []
+def _mlp_members(rd: _RunData) -> tuple[list[str], list[str]]:
+    """MLP members with fold models, and those kept only as a refit."""
+    out: list[str] = []
+    refitted: list[str] = []
     for m in rd.manifest["members"]:
-        meta = rd.run.path / "models" / m / "fold0" / "meta.json"
-        if meta.is_file() and json.loads(meta.read_text())["key"] == "mlp":
-            out.append(m)
-    return out
+        folder = rd.run.path / "models" / m
+        for sub, found in ((fold_name(0), out), (REFIT_DIR, refitted)):
+            meta = folder / sub / "meta.json"
+            if meta.is_file() and json.loads(meta.read_text())["key"] == "mlp":
+                found.append(m)
+                break
+    return out, refitted
 
 
 def _merge_prune_table(rd: _RunData, table: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,11 @@ __all__ = ["fuse_all", "fusion_specs"]
 
 logger = logging.getLogger(__name__)
 
+#: Metrics of probabilities for which a fusion's output may be temperature
+#: scaled (``ensemble.fusion.calibrate_nested``); ranking metrics such as AUC
+#: are left alone, since a temperature per outer fold would move them.
+CALIBRATED_METRICS = frozenset({"log_loss"})
+
 
 def fusion_specs(
     keys: Sequence[str], *, metric: str, seed: int, n_members: int
@@ -66,6 +71,10 @@ def _fuse_one(
         est, P, y, folds, metric=metric, X=X if feats else None
     )
     est.fit(P, y, X if feats else None)
+    if metric in CALIBRATED_METRICS and P.ndim == 3:
+        calibrated = fusion_mod.calibrate_nested(nested, y, folds, metric=metric)
+        if calibrated is not None:
+            nested, est.sharpen_ = calibrated
     pred = est.predict(H, X_hold if feats else None) if len(H) else H[:, 0]
     return FusionOutcome(
         key, nested.score, nested.preds, pred, est, time.perf_counter() - t0

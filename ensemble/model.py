@@ -46,6 +46,9 @@ class FittedEnsemble:
         Predict with every member's fold models (their average, as its OOF
         predictions were made) even where it has a refit on every row; the
         run must have kept them (``--keep-models all`` or ``--no-refit``).
+    threads : int, optional
+        Threads each model predicts on (boosters, kNN, the forests' row
+        split); the machine's CPU count when None.
 
     Attributes
     ----------
@@ -62,8 +65,12 @@ class FittedEnsemble:
         *,
         load_models: bool = True,
         folds: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.folds = folds
+        #: Threads each model may predict on: this machine's cores by default
+        #: (a fit's learner predicts on the CPUs its task reserved).
+        self.threads = max(1, threads or os.cpu_count() or 1)
         self.run = RunDirectory.for_reading(run_dir)
         bundle = self.run.path / BUNDLE_FILE
         if bundle.is_file():
@@ -139,9 +146,7 @@ class FittedEnsemble:
             self.model_dirs_[m] = dirs
             self.fold_models_[m] = [Learner.load(d) for d in dirs]
             for learner in self.fold_models_[m]:
-                # a loaded model predicts on this machine's cores (a fit's
-                # learner on the CPUs its task reserved)
-                learner.predict_threads = os.cpu_count() or 1
+                learner.predict_threads = self.threads
 
     def _model_dirs(self, folder: Path) -> list[Path]:
         """The member's refit on every row, else its fold models."""
@@ -274,9 +279,12 @@ def load(
     *,
     load_models: bool = True,
     folds: bool = False,
+    threads: int | None = None,
 ) -> FittedEnsemble:
     """Load a complete run or bundle for prediction (:class:`FittedEnsemble`)."""
-    return FittedEnsemble(run_dir, model, load_models=load_models, folds=folds)
+    return FittedEnsemble(
+        run_dir, model, load_models=load_models, folds=folds, threads=threads
+    )
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

@@ -31,8 +31,10 @@ logger = logging.getLogger(__name__)
 class _Predictor:
     """Ray Data actor: loads the ensemble once, predicts each batch."""
 
-    def __init__(self, run_dir: str, model: str | None, id_column: str | None) -> None:
-        self.ensemble = load(run_dir, model)
+    def __init__(
+        self, run_dir: str, model: str | None, id_column: str | None, threads: int
+    ) -> None:
+        self.ensemble = load(run_dir, model, threads=threads)
         self.id_column = id_column
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -114,20 +116,24 @@ def predict_file(
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # output rows follow input rows
     # One CPU stays free for the read tasks: actors holding every CPU starve them.
-    n_actors = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n_actors = max(1, cpus - 1)
+    # Each actor predicts on its share of the CPUs, the one left for reading
+    # included: reads are short, and the models wait for them anyway. (Ray would
+    # set OpenMP to the one CPU an actor reserves.)
+    threads = max(1, cpus // n_actors)
+    env = {"OMP_NUM_THREADS": str(threads)}
+    if ensemble.run.remote is not None:
+        # A URI run is read by the actors too: they get the driver's credentials.
+        env.update(storage.credentials_env())
     preds = ds.map_batches(
         _Predictor,
-        fn_constructor_args=(ensemble.run.location, ensemble.model, id_column),
+        fn_constructor_args=(ensemble.run.location, ensemble.model, id_column, threads),
         batch_format="pandas",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         num_cpus=1,
-        # A URI run is read by the actors too: they get the driver's credentials.
-        **(
-            {"runtime_env": {"env_vars": storage.credentials_env()}}
-            if ensemble.run.remote is not None and storage.credentials_env()
-            else {}
-        ),
+        runtime_env={"env_vars": env},
     )
     target = Path(out).absolute()
     n = _write_stream(preds, target, with_row_id=id_column is None, on_batch=on_batch)

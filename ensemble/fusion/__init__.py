@@ -7,7 +7,7 @@ from typing import Any
 from ..exceptions import UnknownFusionError
 from ._base import BaseFusion, check_preds
 from .average import AverageFusion
-from .nested import FusionScore, nested_cv
+from .nested import FusionScore, calibrate_nested, nested_cv
 from .neural import NeuralFusion
 from .selection import SelectionFusion
 from .stacking import StackingFusion
@@ -24,6 +24,7 @@ __all__ = [
     "TwoLevelFusion",
     "WeightedFusion",
     "available",
+    "calibrate_nested",
     "check_preds",
     "make",
     "nested_cv",

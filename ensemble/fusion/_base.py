@@ -9,7 +9,14 @@ from sklearn.base import BaseEstimator
 
 from ..exceptions import FusionError, NotFittedError
 
-__all__ = ["BaseFusion", "check_preds", "log_odds", "weighted_mean"]
+__all__ = [
+    "BaseFusion",
+    "check_preds",
+    "fit_temperature",
+    "log_odds",
+    "sharpen",
+    "weighted_mean",
+]
 
 _EPS = 1e-6  # probability clip for log-odds: bounds them to about ±14
 
@@ -121,6 +128,10 @@ class BaseFusion(BaseEstimator):
         if self.n_classes_:
             out = np.clip(out, 0.0, 1.0)
             out = out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+            # set by the fusion stage when a temperature helped its nested score
+            power = getattr(self, "sharpen_", None)
+            if power is not None:
+                out = sharpen(out, power)
         return out
 
     def unused_members(self) -> list[int]:
@@ -162,3 +173,42 @@ def log_odds(P: np.ndarray) -> np.ndarray:
         return np.log(Q[:, :, 1]) - np.log(Q[:, :, 0])
     L = np.log(Q)
     return L.reshape(L.shape[0], -1)
+
+
+#: Range of the power :func:`fit_temperature` searches (temperatures 1/5..5).
+_POWER_RANGE = (0.2, 5.0)
+
+
+def sharpen(P: np.ndarray, power: float) -> np.ndarray:
+    """Probabilities raised to ``power`` and renormalised: temperature scaling.
+
+    ``softmax(log(P) / T)`` with ``power = 1 / T``; above 1 it sharpens,
+    below 1 it softens. The order of the classes in a row never changes.
+
+    Examples
+    --------
+    >>> sharpen(np.array([[0.6, 0.3, 0.1]]), 2.0).round(3)
+    array([[0.783, 0.196, 0.022]])
+    """
+    L = power * np.log(np.clip(P, 1e-15, 1.0))
+    L -= L.max(axis=1, keepdims=True)
+    E = np.exp(L)
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(P: np.ndarray, y: np.ndarray) -> float:
+    """The power (1 / temperature) of :func:`sharpen` with the least log loss.
+
+    One parameter fitted on ``(n, n_classes)`` probabilities and their labels,
+    by a bounded scalar search; AutoGluon calibrates its final model the same
+    way for probability metrics (``calibrate="auto"``).
+    """
+    from scipy.optimize import minimize_scalar
+
+    idx = np.arange(len(y)), np.asarray(y, dtype=int)
+
+    def loss(power: float) -> float:
+        return float(-np.mean(np.log(np.clip(sharpen(P, power)[idx], 1e-15, 1.0))))
+
+    res = minimize_scalar(loss, bounds=_POWER_RANGE, method="bounded")
+    return float(res.x)

@@ -9,9 +9,9 @@ import numpy as np
 from sklearn.base import clone
 
 from ..metrics import score
-from ._base import BaseFusion, check_preds
+from ._base import BaseFusion, check_preds, fit_temperature, sharpen
 
-__all__ = ["FusionScore", "nested_cv"]
+__all__ = ["FusionScore", "calibrate_nested", "nested_cv"]
 
 
 @dataclass
@@ -74,3 +74,42 @@ def nested_cv(
         out[test] = est.predict(P[test], Xte)
     n_classes = P.shape[2] if P.ndim == 3 else 0
     return FusionScore(score(metric, y, out, n_classes), out)
+
+
+def calibrate_nested(
+    nested: FusionScore, y: np.ndarray, folds: np.ndarray, *, metric: str
+) -> tuple[FusionScore, float] | None:
+    """A temperature for a fusion's probabilities, when it helps out of fold.
+
+    The fusion's cross-fitted predictions are honest, so a temperature fitted
+    on them is too; to score it without bias it is cross-fitted the same way
+    (fitted on the other folds' rows, applied to each fold's). A weighted
+    average of members that disagree is under-confident; a temperature fixes
+    that, and cannot change a row's ranking of the classes.
+
+    Parameters
+    ----------
+    nested : FusionScore
+        From :func:`nested_cv` (classification probabilities).
+    y, folds : ndarray of shape (n,)
+        Targets and the fold id of each OOF row.
+    metric : str
+        The run's metric: the temperature is kept only if it improves it.
+
+    Returns
+    -------
+    (FusionScore, float) or None
+        The calibrated score and predictions, and the power (1 / temperature)
+        fitted on every row; None when it does not improve the score.
+    """
+    from ..metrics import to_loss
+
+    P = nested.preds
+    out = np.empty_like(P)
+    for k in np.unique(folds):
+        test = folds == k
+        out[test] = sharpen(P[test], fit_temperature(P[~test], y[~test]))
+    calibrated = FusionScore(score(metric, y, out, P.shape[1]), out)
+    if not to_loss(metric, calibrated.score) < to_loss(metric, nested.score):
+        return None
+    return calibrated, fit_temperature(P, y)

@@ -104,9 +104,11 @@ class CatBoostLearner(Learner):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         pool = self._pool(X)
         if self.context.is_classification:
-            proba = np.asarray(self.model_.predict_proba(pool))
-            return _full_width(proba, self.model_.classes_, self.context.n_classes)
-        return np.asarray(self.model_.predict(pool))
+            proba = self.model_.predict_proba(pool, thread_count=self.predict_threads)
+            return _full_width(
+                np.asarray(proba), self.model_.classes_, self.context.n_classes
+            )
+        return np.asarray(self.model_.predict(pool, thread_count=self.predict_threads))
 
     def _save(self, path: Path) -> None:
         self.model_.save_model(str(path))

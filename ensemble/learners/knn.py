@@ -43,6 +43,7 @@ class KNNLearner(Learner):
         ).fit(Z, y)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
+        self.model_.n_jobs = self.predict_threads
         return sklearn_predict(
             self.model_, self.pre_.transform(X, np.float64), self.context
         )

@@ -115,7 +115,11 @@ class LightGBMLearner(Learner):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(
-            self.model_.predict(X, num_iteration=self.model_.best_iteration)
+            self.model_.predict(
+                X,
+                num_iteration=self.model_.best_iteration,
+                num_threads=self.predict_threads,
+            )
         )
 
     def _save(self, path: Path) -> None:

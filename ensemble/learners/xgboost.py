@@ -42,7 +42,9 @@ class XGBoostLearner(Learner):
     tuning_overrides: ClassVar[dict[str, Any]] = {"refit": False}
     time_boxed = True
 
-    def _dmatrix(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+    def _dmatrix(
+        self, X: np.ndarray, y: np.ndarray | None = None, nthread: int | None = None
+    ) -> Any:
         import xgboost as xgb
 
         types = ["c" if c else "q" for c in self.context.cat_mask]
@@ -51,7 +53,7 @@ class XGBoostLearner(Learner):
             label=y,
             feature_types=types,
             enable_categorical=True,
-            nthread=self.context.n_threads,
+            nthread=nthread or self.context.n_threads,
         )
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -112,7 +114,13 @@ class XGBoostLearner(Learner):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         rng = (0, self.model_.num_boosted_rounds())
-        return np.asarray(self.model_.predict(self._dmatrix(X), iteration_range=rng))
+        threads = self.predict_threads
+        if getattr(self, "nthread_", None) != threads:
+            self.model_.set_param({"nthread": threads})
+            self.nthread_ = threads
+        return np.asarray(
+            self.model_.predict(self._dmatrix(X, nthread=threads), iteration_range=rng)
+        )
 
     def _save(self, path: Path) -> None:
         self.model_.save_model(str(path))

@@ -140,6 +140,18 @@ def test_bad_requests_are_clear(run, tmp_path):
     assert res.output.strip().splitlines() == [
         "error: --sparsity 0.0 is not in (0, 1); e.g. 0.5"
     ]
+    # A default run keeps only the MLP's refit on every row: pruning says so.
+    mlp = run / "models" / "mlp"
+    (mlp / "full").mkdir()
+    shutil.copy(mlp / "fold0" / "meta.json", mlp / "full" / "meta.json")
+    for fold in mlp.glob("fold*"):
+        shutil.rmtree(fold)
+    res = CliRunner().invoke(app, ["prune", str(run)])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "error: run 'base' kept no fold models of its MLP member(s) mlp (refitted "
+        "on every row); pruning needs them: fit with --keep-models all"
+    ]
 
 
 def test_cli_distill_and_predict_with_the_student(run, tmp_path):

@@ -12,7 +12,7 @@ from ensemble.artifacts import REQUIRED_COLUMNS, RunDirectory
 from ensemble.config import DEFAULT_FUSIONS, RunConfig
 from ensemble.exceptions import BaseLearnerFailed, DataError
 from ensemble.learners import Learner
-from ensemble.metrics import metrics_for_task
+from ensemble.metrics import metrics_for_task, score
 from ensemble.runner import fit_run
 from tests.conftest import make_table
 
@@ -369,7 +369,17 @@ def test_multiclass_and_regression(ray_session, tmp_path, task, metric):
         assert "pred" in oof.columns
         assert board.set_index("model").loc["lgbm", "r2"] > 0.7  # on OOF rows
     else:
-        assert {f"pred_{c}" for c in result.manifest["classes"]} <= set(oof.columns)
+        cols = [f"pred_{c}" for c in result.manifest["classes"]]
+        assert set(cols) <= set(oof.columns)
+        # a fusion's score is that of its stored cross-fitted predictions,
+        # temperature scaled or not
+        fused = pd.read_parquet(result.run_dir.path / "fusion_oof.parquet")
+        codes = {c: i for i, c in enumerate(result.manifest["classes"])}
+        for model, part in fused.groupby("model"):
+            y = part.y_true.map(codes).to_numpy()
+            got = score("log_loss", y, part[cols].to_numpy(), len(cols))
+            want = board.set_index("model").loc[model, "oof_score"]
+            assert got == pytest.approx(want, rel=1e-9), model
 
 
 def test_failing_member_is_dropped_and_reported(ray_session, tmp_path):

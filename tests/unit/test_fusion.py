@@ -305,3 +305,54 @@ def test_selection_optimises_the_given_metric():
     assert auc.trajectory_[0] == pytest.approx(
         -max(score("roc_auc", y, P[:, i], 2) for i in range(P.shape[1]))
     )
+
+
+def test_sharpen_is_temperature_scaling_and_keeps_each_rows_order():
+    from ensemble.fusion._base import sharpen
+
+    P = np.random.default_rng(1).dirichlet(np.ones(4), size=50)
+    np.testing.assert_allclose(sharpen(P, 1.0), P, atol=1e-12)
+    for power in (0.3, 3.0):
+        S = sharpen(P, power)
+        np.testing.assert_allclose(S.sum(axis=1), 1.0)
+        np.testing.assert_array_equal(np.argsort(S, axis=1), np.argsort(P, axis=1))
+        # softmax(log P / T) with T = 1 / power
+        L = np.log(P) * power
+        want = np.exp(L) / np.exp(L).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(S, want, rtol=1e-10)
+
+
+def test_a_temperature_is_recovered_and_kept_only_where_it_helps():
+    from ensemble.fuse import _fuse_one
+    from ensemble.fusion import calibrate_nested
+    from ensemble.fusion._base import fit_temperature, sharpen
+
+    rng = np.random.default_rng(3)
+    n, k = 4000, 5
+    truth = rng.dirichlet(np.full(k, 0.3), size=n)  # calibrated probabilities
+    y = np.array([rng.choice(k, p=p) for p in truth])
+    soft = sharpen(truth, 0.5)  # under-confident, as an average of members is
+    assert fit_temperature(soft, y) == pytest.approx(2.0, abs=0.15)
+    assert fit_temperature(truth, y) == pytest.approx(1.0, abs=0.1)
+
+    folds = np.arange(n) % 5
+    # two members that both lean soft: their average needs sharpening
+    P = np.stack([soft, sharpen(truth, 0.6)], axis=1)
+    X = np.zeros((n, 1), np.float32)
+    empty = np.empty((0, 2, k))
+    plain = nested_cv(AverageFusion(), P, y, folds, metric="log_loss")
+    out = _fuse_one("average", {}, P, y, folds, X, empty, X[:0], "log_loss")
+    assert out.oof_score < plain.score - 0.02
+    power = out.fusion.sharpen_
+    assert 1.5 < power < 2.5
+    np.testing.assert_allclose(
+        out.fusion.predict(P[:7]), sharpen(P[:7].mean(axis=1), power), rtol=1e-10
+    )
+    # AUC is a ranking metric: its fusions are never temperature scaled
+    by_auc = _fuse_one("average", {}, P, y, folds, X, empty, X[:0], "roc_auc")
+    assert not hasattr(by_auc.fusion, "sharpen_")
+    # predictions that are already calibrated are left as they are
+    honest = nested_cv(
+        AverageFusion(), np.stack([truth, truth], 1), y, folds, metric="log_loss"
+    )
+    assert calibrate_nested(honest, y, folds, metric="log_loss") is None

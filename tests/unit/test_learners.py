@@ -102,6 +102,21 @@ def test_save_load_roundtrip_and_pickle(key, tmp_path):
     )
 
 
+def test_a_loaded_model_predicts_the_same_on_any_number_of_threads(key, tmp_path):
+    # A loaded model predicts on the machine's (or the predicting actor's)
+    # threads, its fit on its task's: the rows must not see the difference.
+    X, y, ctx = _data("multiclass", n=600)
+    model = get(key)(FAST.get(key, {}), context=ctx).fit(X[:300], y[:300])
+    model.save(tmp_path / "m")
+    rows = np.concatenate([X[300:]] * 8)  # 2,400 rows: the forests split them
+    loaded = Learner.load(tmp_path / "m")
+    loaded.predict_threads = 1
+    want = loaded.predict(rows)
+    for threads in (2, 3, 1):
+        loaded.predict_threads = threads
+        np.testing.assert_array_equal(loaded.predict(rows), want)
+
+
 def test_read_only_input_is_not_mutated(key):
     X, y, ctx = _data("binary")
     X.setflags(write=False)  # what a zero-copy object-store array looks like
