@@ -26,7 +26,9 @@ A run of limit ``L`` that started at ``t0`` is laid out as::
 3. **Repeats** (repeated bagging): the strongest members are fitted again on
    fresh fold assignments until the fits' ``start_by``, so the budget is spent.
 4. **Fusions**, cheapest first (:data:`FUSION_ORDER`), until their
-   ``finish_by``; ``F`` is their estimated time (:func:`fusion_seconds`).
+   ``finish_by``; ``F`` is their estimated time (:func:`fusion_seconds`), for
+   the members the configuration may fit at the start, re-sized for the
+   members fitted after the portfolio and after the search.
 5. **Refit** (``ensemble.refit``): the chosen model's members fitted once on
    every row, for prediction; ``R`` is their estimated time
    (:func:`refit_seconds`, from the portfolio's measured folds, at most
@@ -165,16 +167,19 @@ FUSION_ORDER = (
     "two_level",
 )
 #: Seconds of nested CV plus refit per million prediction cells (OOF rows x
-#: members x outputs), measured on adult, letter and california samples.
+#: members x outputs): about 1.3 times the most measured in the 300 s runs of
+#: ``benchmarks/quality.py`` at fd77007 (e.g. two_level 57 on adult, 54 on
+#: california, 33 on house_8L; neural 24, 16.5 and 12; selection 12 on adult,
+#: where it selects by AUC, under 1 elsewhere).
 FUSION_COST = {
     "average": 0.1,
-    "weighted": 20.0,
-    "stacking": 20.0,
-    "stacking_nonneg": 20.0,
-    "selection": 40.0,
-    "stacking_lgbm": 150.0,
-    "neural": 300.0,
-    "two_level": 300.0,
+    "weighted": 4.0,
+    "stacking": 3.0,
+    "stacking_nonneg": 3.0,
+    "selection": 15.0,
+    "stacking_lgbm": 8.0,
+    "neural": 30.0,
+    "two_level": 70.0,
 }
 #: After fits that overran, fusions still get this share of the limit (within
 #: FUSION_FLOOR_S), so a late run ends fused: the cheap ones take well under a
@@ -285,7 +290,7 @@ def fusion_seconds(
     Examples
     --------
     >>> round(fusion_seconds(["weighted", "neural"], 40_000, 10, 1, 2), 1)
-    120.0
+    12.0
     """
     cells = n_rows * max(n_members, 1) * max(n_outputs, 1) / 1e6
     total = sum(FUSION_COST.get(k, 100.0) * cells for k in keys)

@@ -251,18 +251,25 @@ def _check_before_writing(
     return metric, warm
 
 
-def _fusion_seconds(config: RunConfig, data: PreparedData) -> float:
-    """The fusions' expected seconds, for the fusion window of a limited run."""
+def _fusion_seconds(
+    config: RunConfig, data: PreparedData, n_members: int | None = None
+) -> float:
+    """The fusions' expected seconds, for the fusion window of a limited run.
+
+    Before any fit, ``n_members`` is what the configuration may fit.
+    """
     from .learners import get
     from .pool import cluster_slots
 
     if config.time_limit is None or not config.fusions:
         return 0.0
-    n_members = sum(
-        1 + (len(get(k).portfolio) if config.portfolio else 0) for k in config.learners
-    )
-    if config.tuning:
-        n_members += 2 * config.top_n  # the two families a search may add
+    if n_members is None:
+        n_members = sum(
+            1 + (len(get(k).portfolio) if config.portfolio else 0)
+            for k in config.learners
+        )
+        if config.tuning:
+            n_members += 2 * config.top_n  # the two families a search may add
     outputs = data.n_classes if data.n_classes > 2 else 1
     n_rows = int((data.fold >= 0).sum())
     return budget_mod.fusion_seconds(
@@ -384,18 +391,29 @@ def _run_stages(ctx: RunContext) -> RunResult:
     folds = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
     ctx.run.write_table("folds.parquet", folds)
     fitted = stage.fit_portfolio(ctx)
-    _keep_time_to_refit(ctx, fitted)
+    # the members a search may still add (its top two families' best)
+    _size_late_windows(ctx, fitted, 2 * ctx.config.top_n if ctx.config.tuning else 0)
     fitted = stage.search(ctx, fitted)
-    _keep_time_to_refit(ctx, fitted)
+    _size_late_windows(ctx, fitted)
     fitted = stage.repeat(ctx, fitted)
     scored = scoring.score(ctx, fitted)
     refitted = refit.refit(ctx, fitted, scored.used)
     return _finish(ctx, fitted, scored, refitted)
 
 
-def _keep_time_to_refit(ctx: RunContext, fitted: Fitted) -> None:
-    """Size the budget's refit window from the members' measured folds."""
-    if ctx.config.refit and ctx.budget.limit is not None:
+def _size_late_windows(ctx: RunContext, fitted: Fitted, more: int = 0) -> None:
+    """Size the fusions' and the refit's windows from the members fitted.
+
+    The fusions' for the members there are (and ``more`` to come), the
+    refit's from their measured folds: the start could only guess either.
+    """
+    if ctx.budget.limit is None:
+        return
+    n_members = len({r.member for r in fitted.results}) + more
+    ctx.budget = ctx.budget.with_fusions(
+        _fusion_seconds(ctx.config, ctx.data, n_members)
+    )
+    if ctx.config.refit:
         ctx.budget = ctx.budget.with_refit(refit.refit_seconds(ctx, fitted))
 
 
