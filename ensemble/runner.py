@@ -437,6 +437,12 @@ def _finish(
         best=scored.best,
         members=names,
         fusions=[f.key for f in scored.fused],
+        # the fusions temperature scaled for log loss: the power of each
+        calibrated={
+            f.key: round(float(f.fusion.sharpen_), 6)
+            for f in scored.fused
+            if getattr(f.fusion, "sharpen_", None) is not None
+        },
         failed_members=fitted.failed,
         skipped_members=fitted.skipped,
         dropped_columns=ctx.data.dropped_columns,

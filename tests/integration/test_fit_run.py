@@ -374,6 +374,9 @@ def test_multiclass_and_regression(ray_session, tmp_path, task, metric):
         # a fusion's score is that of its stored cross-fitted predictions,
         # temperature scaled or not
         fused = pd.read_parquet(result.run_dir.path / "fusion_oof.parquet")
+        calibrated = result.manifest["calibrated"]
+        assert set(calibrated) <= set(result.manifest["fusions"])
+        assert all(0.2 <= a <= 5.0 for a in calibrated.values())
         codes = {c: i for i, c in enumerate(result.manifest["classes"])}
         for model, part in fused.groupby("model"):
             y = part.y_true.map(codes).to_numpy()
