@@ -406,12 +406,11 @@ def _merge_results(path: Path, table: pd.DataFrame) -> None:
     """
     if path.is_file():
         old = pd.read_parquet(path)
-        done = set(zip(table["dataset"], table["system"], strict=True))
-        keep = [
-            (d, s) not in done
-            for d, s in zip(old["dataset"], old["system"], strict=True)
-        ]
-        table = pd.concat([old[keep], table], ignore_index=True)
+        key = ["dataset", "system"]
+        done = pd.MultiIndex.from_frame(old[key]).isin(
+            pd.MultiIndex.from_frame(table[key])
+        )
+        table = pd.concat([old[~done], table], ignore_index=True)
     table.to_parquet(path)
 
 
@@ -456,7 +455,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 work = Path(tmp)
                 if system == "ours":
                     extra = args.fit_args.split()
-                    keep = args.keep_run_files and Path(args.keep_run_files) / name
+                    keep = (
+                        Path(args.keep_run_files) / name
+                        if args.keep_run_files
+                        else None
+                    )
                     rows += run_ours(
                         train,
                         test,
@@ -465,7 +468,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                         work,
                         extra,
                         args.big_rows,
-                        keep or None,
+                        keep,
                     )
                     continue
                 cache = out / f"autogluon-{name}-{system}-tl{tl}.parquet"

@@ -71,7 +71,7 @@ def _fuse_one(
         est, P, y, folds, metric=metric, X=X if feats else None
     )
     est.fit(P, y, X if feats else None)
-    if metric in CALIBRATED_METRICS and P.ndim == 3:
+    if metric in CALIBRATED_METRICS:  # probability metrics: P is 3-D
         calibrated = fusion_mod.calibrate_nested(nested, y, folds, metric=metric)
         if calibrated is not None:
             nested, est.sharpen_ = calibrated

@@ -189,7 +189,9 @@ def fit_run(
     if data is None:
         data = load_and_prepare(config)
     metric, warm = _check_before_writing(config, data)
-    budget = budget.with_fusions(_fusion_seconds(config, data))
+    budget = budget.with_fusions(
+        _fusion_seconds(config, data, _configured_members(config))
+    )
     try:
         run = _open_run(config, resume)
     except OSError as exc:
@@ -251,25 +253,27 @@ def _check_before_writing(
     return metric, warm
 
 
-def _fusion_seconds(
-    config: RunConfig, data: PreparedData, n_members: int | None = None
-) -> float:
-    """The fusions' expected seconds, for the fusion window of a limited run.
+def _search_may_add(config: RunConfig) -> int:
+    """Members a search may add: the best of its (at most) two families."""
+    return 2 * config.top_n if config.tuning else 0
 
-    Before any fit, ``n_members`` is what the configuration may fit.
-    """
+
+def _configured_members(config: RunConfig) -> int:
+    """Members the configuration may fit: defaults, portfolio, searched."""
     from .learners import get
+
+    n = len(config.learners) + _search_may_add(config)
+    if config.portfolio:
+        n += sum(len(get(k).portfolio) for k in config.learners)
+    return n
+
+
+def _fusion_seconds(config: RunConfig, data: PreparedData, n_members: int) -> float:
+    """The fusions' expected seconds over ``n_members``, for a limited run."""
     from .pool import cluster_slots
 
     if config.time_limit is None or not config.fusions:
         return 0.0
-    if n_members is None:
-        n_members = sum(
-            1 + (len(get(k).portfolio) if config.portfolio else 0)
-            for k in config.learners
-        )
-        if config.tuning:
-            n_members += 2 * config.top_n  # the two families a search may add
     outputs = data.n_classes if data.n_classes > 2 else 1
     n_rows = int((data.fold >= 0).sum())
     return budget_mod.fusion_seconds(
@@ -391,8 +395,7 @@ def _run_stages(ctx: RunContext) -> RunResult:
     folds = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
     ctx.run.write_table("folds.parquet", folds)
     fitted = stage.fit_portfolio(ctx)
-    # the members a search may still add (its top two families' best)
-    _size_late_windows(ctx, fitted, 2 * ctx.config.top_n if ctx.config.tuning else 0)
+    _size_late_windows(ctx, fitted, _search_may_add(ctx.config))
     fitted = stage.search(ctx, fitted)
     _size_late_windows(ctx, fitted)
     fitted = stage.repeat(ctx, fitted)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import clone
 
-from ..metrics import score
+from ..metrics import score, to_loss
 from ._base import BaseFusion, check_preds, fit_temperature, sharpen
 
 __all__ = ["FusionScore", "calibrate_nested", "nested_cv"]
@@ -102,8 +102,6 @@ def calibrate_nested(
         The calibrated score and predictions, and the power (1 / temperature)
         fitted on every row; None when it does not improve the score.
     """
-    from ..metrics import to_loss
-
     P = nested.preds
     out = np.empty_like(P)
     for k in np.unique(folds):
