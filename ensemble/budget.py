@@ -52,6 +52,7 @@ from .nn import auto_batch_size
 
 __all__ = [
     "BOX_FIT_SHARE",
+    "DEAR_SHARE",
     "FIT_COST",
     "FUSION_ORDER",
     "MIN_BOX_FRACTION",
@@ -67,6 +68,7 @@ __all__ = [
     "fold_seconds",
     "fusion_order",
     "fusion_seconds",
+    "is_dear",
     "priority",
     "refit_seconds",
     "repeat_candidates",
@@ -87,13 +89,18 @@ FUSION_SHARE = (0.03, 0.15)
 #: whose refit does not fit in it keeps predicting with its fold models.
 REFIT_SHARE = 0.15
 #: The refit's window over its estimate, and the seconds each refit adds
-#: (dispatch, saving): a window sized exactly by the folds' mean left 6 of 13
-#: members of an adult run on their fold models.
-REFIT_SLACK = 1.5
+#: (dispatch, saving). The estimate is for every member, and a fusion often
+#: uses fewer (6 of 13 on house_8L at b2abdfa, whose refits took 15 s of a
+#: 43 s window); without the overhead, a window of exactly the estimate left 6
+#: of 13 members of an adult run on their fold models.
+REFIT_SLACK = 1.2
 REFIT_OVERHEAD_S = 1.0
 #: A fit that starts at the fits' ``start_by`` may still run for its fold's
-#: time; under a limit the booster folds are boxed to end by ``finish_by``.
-FITS_TAIL_SHARE = 0.04
+#: time; under a limit the booster folds are boxed to end by ``finish_by``,
+#: and no fold starts that is expected to end after it (``ensemble.schedule``),
+#: so the tail only absorbs a fold that overruns its estimate (at 4%, the
+#: last fits of the b2abdfa runs ended 10-12 s before ``finish_by``).
+FITS_TAIL_SHARE = 0.015
 #: Least share of the limit worth searching: below it, repeats use the time.
 MIN_SEARCH_SHARE = 0.15
 #: The search never takes more than this share of the time the portfolio left
@@ -136,6 +143,12 @@ VALUE_ORDER = (
     "hgb",
     "knn",
 )
+#: Under a deadline, a member whose folds would take more than this share of
+#: the fits' window (on all the slots) is queued after every member that would
+#: not: at fd77007, CatBoost's 26-class folds took 200 s of letter's 225 s of
+#: fits, and kNN, ExtraTrees and the MLP (1.7-27 s a fold) were skipped.
+DEAR_SHARE = 0.25
+
 #: Families left out of a run's portfolio above this many rows in the folds:
 #: kNN's prediction grows with the rows squared (2.8 s of a 2.9 s fold on
 #: adult's 31k training rows), and on large tables it rarely leads.
@@ -321,7 +334,7 @@ class Budget:
     --------
     >>> b = Budget(start=0.0, limit=300.0, fusion_s=20.0)
     >>> b.fusions_finish_by(now=250.0), b.fits_finish_by, b.fits_start_by
-    (295.5, 275.5, 263.5)
+    (295.5, 275.5, 271.0)
     >>> b.fusions_finish_by(now=299.0)  # fits overran: a short floor remains
     314.0
     >>> r = b.with_refit(30.0)  # the refit's window comes before the fusions'
@@ -406,7 +419,7 @@ class Budget:
         Examples
         --------
         >>> Budget(0.0, 300.0).search_seconds(100.0)  # half of what is left
-        87.25
+        91.0
         >>> Budget(0.0, 300.0).search_seconds(240.0)  # too little: repeats only
         0.0
         """
@@ -429,10 +442,11 @@ def refit_seconds(fold_seconds: Iterable[float], n_folds: int, slots: int) -> fl
 
     Examples
     --------
-    >>> refit_seconds([8.0, 4.0, 4.0], n_folds=5, slots=2)  # 1.5 * (11 + 6 + 6) / 2
-    17.25
-    >>> refit_seconds([40.0, 1.0], n_folds=5, slots=2)  # the MLP's refit bounds it
-    76.5
+    >>> round(refit_seconds([8.0, 4.0, 4.0], n_folds=5, slots=2), 2)  # 1.2 * 23 / 2
+    13.8
+    >>> # the MLP's refit bounds it
+    >>> round(refit_seconds([40.0, 1.0], n_folds=5, slots=2), 2)
+    61.2
     >>> refit_seconds([], n_folds=5, slots=2)
     0.0
     """
@@ -449,18 +463,35 @@ def value_rank(name: str, learner: str) -> int:
     return len(VALUE_ORDER)
 
 
-def priority(rank: int, seconds: float) -> float:
+def is_dear(fold_s: float, n_folds: int, slots: int, window: float) -> bool:
+    """Whether a member's folds would take over :data:`DEAR_SHARE` of ``window``.
+
+    ``fold_s`` is one fold's expected seconds; the folds share ``slots``.
+
+    Examples
+    --------
+    >>> is_dear(68.5, 5, 2, 200.0), is_dear(9.5, 5, 2, 200.0)  # letter: cat, lgbm
+    (True, False)
+    """
+    return fold_s * n_folds / max(slots, 1) > DEAR_SHARE * max(window, 0.0)
+
+
+def priority(rank: int, seconds: float, dear: bool = False) -> float:
     """Queue priority of a member's folds under a deadline (lower first).
 
-    By value (``rank``: :func:`value_rank`), then cheaper first. ``seconds`` is
-    scaled into [0, 0.1], far above float resolution next to ``rank``.
+    The members that are not ``dear`` (:func:`is_dear`) first, then by value
+    (``rank``: :func:`value_rank`), then cheaper first. ``seconds`` is scaled
+    into [0, 0.1], far above float resolution next to ``rank``.
 
     Examples
     --------
     >>> priority(0, 5000.0) < priority(1, 0.1) < priority(1, 60.0)
     True
+    >>> priority(10, 1.0) < priority(0, 60.0, dear=True)  # kNN before CatBoost
+    True
     """
-    return rank + min(max(seconds, 0.0), 1e6) / 1e7
+    tier = (len(VALUE_ORDER) + 1) if dear else 0
+    return tier + rank + min(max(seconds, 0.0), 1e6) / 1e7
 
 
 def search_plan(

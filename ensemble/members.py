@@ -150,16 +150,28 @@ def fit_portfolio(ctx: RunContext) -> Fitted:
 
 
 def _tasks(ctx: RunContext, specs: list[MemberSpec], repeat: int = 0) -> list[FitTask]:
-    """One task per (member, fold); under a deadline, queued by value."""
+    """One task per (member, fold); under a deadline, queued by value.
+
+    A member whose folds would take much of the fits' window goes after the
+    ones that would not (:func:`ensemble.budget.is_dear`).
+    """
     data = ctx.data
     shape = (ctx.fold_rows, data.X.shape[1], data.n_classes)
-    deadline = ctx.budget.fits_start_by is not None
+    start_by = ctx.budget.fits_start_by
+    if start_by is not None:
+        from .pool import cluster_slots
+
+        slots = cluster_slots(ctx.config.cpus_per_fit)
+        window = start_by - time.monotonic()
     tasks = []
     for spec in specs:
         cls = get(spec.learner)
         cost = spec.fold_s or budget_mod.fold_seconds(spec.learner, *shape)
         rank = budget_mod.value_rank(spec.name, spec.learner)
-        priority = budget_mod.priority(rank, cost) if deadline else 0.0
+        priority = 0.0
+        if start_by is not None:
+            dear = budget_mod.is_dear(cost, ctx.config.n_folds, slots, window)
+            priority = budget_mod.priority(rank, cost, dear)
         for k in range(ctx.config.n_folds):
             state = ctx.warm.state(spec.name, spec.learner, k) if ctx.warm else None
             tasks.append(

@@ -43,7 +43,7 @@ def test_stage_instants_leave_the_fusions_and_the_writing_their_time():
     assert finish_by is not None and start_by is not None
     # writing keeps 1.5% (4.5 s), the fusions their estimate
     assert finish_by == pytest.approx(300 - 4.5 - 20)
-    assert start_by == pytest.approx(finish_by - 0.04 * 300)
+    assert start_by == pytest.approx(finish_by - 0.015 * 300)
     assert b.fusions_finish_by(now=finish_by) == pytest.approx(300 - 4.5)
     # the fusions' window stays within 3% and 15% of the limit
     assert Budget(0.0, 300.0, fusion_s=0.0).fits_finish_by == pytest.approx(286.5)
@@ -67,7 +67,7 @@ def test_the_refit_gets_its_window_before_the_tables_and_keeps_its_order():
     # a refit takes n/(n-1) of a mean fold and its overhead, with slack; the
     # slots share them
     assert budget.refit_seconds([4.0, 4.0], n_folds=5, slots=1) == pytest.approx(
-        1.5 * (5.0 + 1.0) * 2
+        budget.REFIT_SLACK * (5.0 + 1.0) * 2
     )
     assert budget.refit_seconds([], n_folds=5, slots=2) == 0.0
 
@@ -134,6 +134,17 @@ def test_value_order_and_priority():
     p = budget.priority
     assert p(0, 5000.0) < p(1, 0.1) < p(1, 60.0) < p(2, 0.0)
     assert p(1, 1.0) != p(1, 1.5)
+    # a dear member goes after every member that is not, whatever its value
+    last = len(budget.VALUE_ORDER)
+    assert p(last, 1e6) < p(0, 0.0, dear=True) < p(1, 0.0, dear=True)
+
+
+def test_a_member_is_dear_when_its_folds_take_a_quarter_of_the_window():
+    # 5 folds of 20 s on 2 slots: 50 s of wall, a quarter of 200 s
+    assert not budget.is_dear(20.0, 5, 2, 200.0)
+    assert budget.is_dear(20.1, 5, 2, 200.0)
+    assert budget.is_dear(10.1, 5, 1, 200.0)  # one slot: twice the wall
+    assert budget.is_dear(0.1, 5, 2, -1.0)  # past the window, everything is
 
 
 def test_repeat_candidates_are_the_strongest_members():
