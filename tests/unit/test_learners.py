@@ -3,10 +3,13 @@
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.model_selection import train_test_split
 
 from ensemble.exceptions import ConfigError, NotFittedError, UnknownLearnerError
 from ensemble.learners import FitContext, Learner, available, get
+from tests.conftest import shared_dataset
 
 # Small budgets keep the contract fast; the defaults are exercised end to end.
 FAST = {
@@ -237,3 +240,43 @@ def test_a_forest_predicts_few_rows_as_sklearn_does_to_the_bit(family, task):
     np.testing.assert_array_equal(whole[:7], learner.predict(few))
     learner.predict_threads = 2
     np.testing.assert_array_equal(learner.predict(big), whole)
+
+
+def test_lightgbm_multiclass_keeps_rare_classes_from_certain_mistakes():
+    """shuttle's classes of 10-50 rows: LightGBM's default hessian floor (1e-3)
+    gives some test rows probability ~1e-15 for their class."""
+    frame = pd.read_csv(shared_dataset("shuttle.tsv.gz"), sep="\t")
+    rows = np.random.default_rng(0).permutation(len(frame))[:20_000]
+    frame = frame.iloc[rows]
+    y = pd.factorize(frame["target"], sort=True)[0]
+    X = frame.drop(columns="target").to_numpy(np.float32)
+    single = np.bincount(y)[y] < 2
+    tr, te = train_test_split(
+        np.arange(len(y)),
+        test_size=0.3,
+        random_state=0,
+        stratify=np.where(single, -1, y),
+    )
+    k = int(y.max()) + 1
+    ctx = FitContext(
+        task="multiclass", n_classes=k, cat_mask=(False,) * 9, n_categories=(0,) * 9
+    )
+
+    def row_losses(params: dict) -> np.ndarray:
+        model = get("lgbm")({"max_rounds": 400, **params}, context=ctx)
+        P = model.fit(X[tr], y[tr]).predict(X[te])
+        return -np.log(np.clip(P[np.arange(len(te)), y[te]], 1e-15, 1.0))
+
+    floor_default = row_losses({"min_sum_hessian_in_leaf": 1e-3})
+    ours = row_losses({})
+    assert floor_default.max() > 30  # a row at ~1e-15 for its class
+    assert ours.max() < 14  # every row above 1e-6
+    assert ours.mean() < floor_default.mean() / 10
+
+
+def test_lightgbm_hessian_floor_is_its_default_outside_multiclass():
+    X = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    ctx = FitContext(task="binary", n_classes=2, cat_mask=(False,) * 3)
+    model = get("lgbm")({"max_rounds": 20}, context=ctx).fit(X, y)
+    assert model.model_.params["min_sum_hessian_in_leaf"] == 1e-3
