@@ -17,9 +17,11 @@ A run of limit ``L`` that started at ``t0`` is laid out as::
                            fusions finish_by (L - R - W)
 
 1. **Portfolio**: every family's default and portfolio configurations, queued
-   in value order (:data:`VALUE_ORDER`); the fit stage replays its queue
-   against the fit instants (``ensemble.schedule``) and time-boxes the
-   booster folds (:func:`time_box`), so what cannot finish is dropped.
+   in value order (:data:`VALUE_ORDER`), a member whose folds would take
+   much of the window after the ones that would not (:func:`is_dear`); the
+   fit stage replays its queue against the fit instants
+   (``ensemble.schedule``) and time-boxes the booster folds
+   (:func:`time_box`), so what cannot finish is dropped.
 2. **Search** where it pays (:func:`search_plan`): the families that lead the
    OOF leaderboard get trials, in proportion to how close they are to the top,
    only when their measured fold times afford several trials.
