@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from quality import split  # noqa: E402
+from quality import encode, split  # noqa: E402
 
 MULTICLASS = "letter,pendigits,krkopt,shuttle,sleep,fars"
 
@@ -44,10 +44,7 @@ def _frame(table: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarr
             X[c] = X[c].astype(str).astype(kind)
             Xt[c] = Xt[c].astype(str).astype(kind)
     classes = sorted(train[target].astype(str).unique())
-    code = {c: i for i, c in enumerate(classes)}
-    y = train[target].astype(str).map(code).to_numpy()
-    yt = test[target].astype(str).map(code).to_numpy()
-    return X, Xt, y, yt
+    return X, Xt, encode(train[target], classes), encode(test[target], classes)
 
 
 def main(argv: list[str] | None = None) -> None:
