@@ -18,7 +18,8 @@ A run of limit ``L`` that started at ``t0`` is laid out as::
 
 1. **Portfolio**: every family's default and portfolio configurations, queued
    in value order (:data:`VALUE_ORDER`), a member whose folds would take
-   much of the window after the ones that would not (:func:`is_dear`); the
+   much of the window after the ones that would not, cheapest first
+   (:func:`is_dear`, :func:`priority`); the
    fit stage replays its queue against the fit instants
    (``ensemble.schedule``) and time-boxes the booster folds
    (:func:`time_box`), so what cannot finish is dropped.
@@ -54,6 +55,7 @@ from .nn import auto_batch_size
 
 __all__ = [
     "BOX_FIT_SHARE",
+    "CONFIG_COST",
     "DEAR_SHARE",
     "FIT_COST",
     "FUSION_ORDER",
@@ -147,9 +149,18 @@ VALUE_ORDER = (
 )
 #: Under a deadline, a member whose folds would take more than this share of
 #: the fits' window (on all the slots) is queued after every member that would
-#: not: at fd77007, CatBoost's 26-class folds took 200 s of letter's 225 s of
-#: fits, and kNN, ExtraTrees and the MLP (1.7-27 s a fold) were skipped.
+#: not, the dear ones cheapest first: at fd77007, CatBoost's 26-class folds
+#: took 200 s of letter's 225 s of fits, and kNN, ExtraTrees and the MLP
+#: (1.7-27 s a fold) were skipped; at 2ec40d2, in value order, CatBoost and
+#: XGBoost still came before the MLP, and none of the three was fitted.
 DEAR_SHARE = 0.25
+#: A portfolio configuration's fold time over its family's default's, where it
+#: differs: extremely randomised trees need more rounds to converge, the large
+#: configuration grows 128 leaves at a lower rate. Fold walls (fit and
+#: predict) measured at 2ec40d2 over the default LightGBM's: letter (26
+#: classes) lgbm_xt 3.2 (its folds cut by their time box), pendigits (10)
+#: lgbm_xt 0.7 and lgbm_large 1.9.
+CONFIG_COST = {"lgbm_xt": 2.0, "lgbm_large": 2.0}
 
 #: Families left out of a run's portfolio above this many rows in the folds:
 #: kNN's prediction grows with the rows squared (2.8 s of a 2.9 s fold on
@@ -259,8 +270,10 @@ FIT_COST: dict[str, FitCost] = {
 }
 
 
-def fold_seconds(key: str, n_rows: int, n_features: int, n_classes: int) -> float:
-    """Expected seconds of one default fold fit of learner ``key`` on one CPU.
+def fold_seconds(
+    key: str, n_rows: int, n_features: int, n_classes: int, member: str = ""
+) -> float:
+    """Expected seconds of one fold fit of learner ``key`` on one CPU.
 
     Parameters
     ----------
@@ -272,6 +285,9 @@ def fold_seconds(key: str, n_rows: int, n_features: int, n_classes: int) -> floa
         Feature columns.
     n_classes : int
         Classes (0 for regression).
+    member : str, default=""
+        The member's name: a portfolio configuration in :data:`CONFIG_COST`
+        costs that many times its family's default.
 
     Examples
     --------
@@ -279,17 +295,21 @@ def fold_seconds(key: str, n_rows: int, n_features: int, n_classes: int) -> floa
     4.7
     >>> round(fold_seconds("lgbm", 100_000, 10, 26) - 0.3, 2)  # a tree per class
     114.4
+    >>> round(fold_seconds("lgbm", 100_000, 10, 2, member="lgbm_xt"), 2)
+    9.1
     """
     cost = FIT_COST.get(key, FitCost())
+    factor = CONFIG_COST.get(member, 1.0)
     if cost.s_per_step:
         rows = int(0.9 * n_rows)  # early stopping holds out a tenth
         batch = auto_batch_size("auto", rows)
         steps = _MLP_MAX_EPOCHS * rows / batch
-        return steps * cost.s_per_step * max(1.0, batch / 256) + FIT_OVERHEAD_S
+        seconds = steps * cost.s_per_step * max(1.0, batch / 256)
+        return factor * seconds + FIT_OVERHEAD_S
     k = cost.per_class * n_classes if cost.per_class and n_classes > 2 else 1.0
     k *= cost.regression if n_classes < 2 else 1.0
     cells = n_rows * max(n_features, 1) / 1e6
-    return cost.s_per_mcell * cells * k + FIT_OVERHEAD_S
+    return factor * cost.s_per_mcell * cells * k + FIT_OVERHEAD_S
 
 
 def tuning_ratio(key: str) -> float:
@@ -481,9 +501,12 @@ def is_dear(fold_s: float, n_folds: int, slots: int, window: float) -> bool:
 def priority(rank: int, seconds: float, dear: bool = False) -> float:
     """Queue priority of a member's folds under a deadline (lower first).
 
-    The members that are not ``dear`` (:func:`is_dear`) first, then by value
-    (``rank``: :func:`value_rank`), then cheaper first. ``seconds`` is scaled
-    into [0, 0.1], far above float resolution next to ``rank``.
+    The members that are not ``dear`` (:func:`is_dear`) first, by value
+    (``rank``: :func:`value_rank`), then cheaper first; then the dear ones,
+    cheapest first: each takes much of what is left, so the cheap ones end
+    while the dearest could not have, and the fusions get more members. In
+    the first tier ``seconds`` is scaled into [0, 0.1], far above float
+    resolution next to ``rank``; in the second it alone orders.
 
     Examples
     --------
@@ -491,9 +514,13 @@ def priority(rank: int, seconds: float, dear: bool = False) -> float:
     True
     >>> priority(10, 1.0) < priority(0, 60.0, dear=True)  # kNN before CatBoost
     True
+    >>> priority(5, 27.0, dear=True) < priority(1, 68.0, dear=True)  # MLP first
+    True
     """
-    tier = (len(VALUE_ORDER) + 1) if dear else 0
-    return tier + rank + min(max(seconds, 0.0), 1e6) / 1e7
+    seconds = min(max(seconds, 0.0), 1e6)
+    if dear:
+        return len(VALUE_ORDER) + 1 + seconds / 1e6
+    return rank + seconds / 1e7
 
 
 def search_plan(

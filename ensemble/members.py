@@ -166,7 +166,9 @@ def _tasks(ctx: RunContext, specs: list[MemberSpec], repeat: int = 0) -> list[Fi
     tasks = []
     for spec in specs:
         cls = get(spec.learner)
-        cost = spec.fold_s or budget_mod.fold_seconds(spec.learner, *shape)
+        cost = spec.fold_s or budget_mod.fold_seconds(
+            spec.learner, *shape, member=spec.name
+        )
         rank = budget_mod.value_rank(spec.name, spec.learner)
         priority = 0.0
         if start_by is not None:

@@ -136,7 +136,23 @@ def test_value_order_and_priority():
     assert p(1, 1.0) != p(1, 1.5)
     # a dear member goes after every member that is not, whatever its value
     last = len(budget.VALUE_ORDER)
-    assert p(last, 1e6) < p(0, 0.0, dear=True) < p(1, 0.0, dear=True)
+    assert p(last, 1e6) < p(0, 0.0, dear=True)
+    # the dear ones go cheapest first, whatever their value
+    mlp, cat = budget.value_rank("mlp", "mlp"), budget.value_rank("cat", "cat")
+    assert cat < mlp
+    assert p(mlp, 27.0, dear=True) < p(cat, 68.0, dear=True)
+    assert p(cat, 27.0, dear=True) == p(mlp, 27.0, dear=True)
+
+
+def test_a_portfolio_configuration_costs_its_factor_times_its_default():
+    default = budget.fold_seconds("lgbm", 12_800, 16, 26)
+    xt = budget.fold_seconds("lgbm", 12_800, 16, 26, member="lgbm_xt")
+    overhead = budget.FIT_OVERHEAD_S
+    factor = budget.CONFIG_COST["lgbm_xt"]
+    assert xt - overhead == pytest.approx(factor * (default - overhead))
+    assert factor > 1.0
+    # a tuned member or a family's default: the family's cost
+    assert budget.fold_seconds("lgbm", 12_800, 16, 26, member="lgbm@1") == default
 
 
 def test_a_member_is_dear_when_its_folds_take_a_quarter_of_the_window():
