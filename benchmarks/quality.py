@@ -109,7 +109,7 @@ def run_ours(
     The chosen model is scored as it predicts by default (its members
     refitted on every row, when the run refits) and with its members' fold
     models (``test_score_folds``); each member with its fold models. With
-    ``keep``, the run's top-level files (manifest, fits, leaderboard, OOF…)
+    ``keep``, the run's top-level files (manifest, fits, leaderboard, OOF…) and ``oof/``
     are copied there, to look into later.
     """
     train.to_parquet(work / "train.parquet")
@@ -177,6 +177,9 @@ def run_ours(
         for f in run.iterdir():
             if f.is_file():
                 shutil.copy(f, keep / f.name)
+        # the members' OOF predictions: what a new fusion is tried on offline
+        if (run / "oof").is_dir():
+            shutil.copytree(run / "oof", keep / "oof", dirs_exist_ok=True)
     return rows
 
 
