@@ -21,7 +21,7 @@ A run of limit ``L`` that started at ``t0`` is laid out as::
    much of the window after the ones that would not, cheapest first
    (:func:`is_dear`, :func:`priority`); the
    fit stage replays its queue against the fit instants
-   (``ensemble.schedule``) and time-boxes the booster folds
+   (``ensemble.schedule``) and time-boxes the booster and MLP folds
    (:func:`time_box`), so what cannot finish is dropped.
 2. **Search** where it pays (:func:`search_plan`): the families that lead the
    OOF leaderboard get trials, in proportion to how close they are to the top,

@@ -212,7 +212,7 @@ def fits_frame(results: Sequence[FitResult]) -> pd.DataFrame:
                 "predict_s": r.predict_s,
                 "n_train": r.n_train,
                 "resumed": r.resumed,
-                # Stopped at its time box (a booster with fewer rounds).
+                # Stopped at its time box (fewer rounds or epochs).
                 "truncated": r.truncated,
                 "repeat": r.repeat,
             }

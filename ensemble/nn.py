@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,9 @@ def _torch() -> Any:
 
 SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
 
+
+#: The clock of the MLP's time box (a name of its own, so a test can drive it).
+_now = time.monotonic
 
 #: Rows per forward pass at prediction (bounds the memory of a large batch).
 INFER_CHUNK = 8192
@@ -113,6 +117,11 @@ class TorchTrainer:
         loss at epoch ~15 with 93% accuracy, 95% by epoch 60); scaling removes
         the over-confidence from the criterion, and the chosen epoch's
         temperature (``temperature_``) calibrates the predictions.
+    time_box_s : float, optional
+        Seconds :meth:`fit_loop` may take. After the first epoch the loop
+        plans the epochs that fit (a cosine schedule decays over them
+        instead of ``max_epochs``) and it stops before an epoch that would
+        overrun; ``truncated_`` says whether the box cut training short.
     """
 
     def __init__(
@@ -131,8 +140,10 @@ class TorchTrainer:
         noise_std: float = 0.0,
         mixup: float = 0.0,
         calibrate: bool = False,
+        time_box_s: float | None = None,
     ) -> None:
         self.calibrate = calibrate
+        self.time_box_s = time_box_s
         self.temperature_ = 1.0
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule {schedule!r} is not one of {SCHEDULES}")
@@ -240,6 +251,29 @@ class TorchTrainer:
             )
         return None
 
+    def _affordable_epochs(self, first_s: float, sched: Any) -> int:
+        """Epochs that fit in the time box, the first having taken ``first_s``.
+
+        Under a box shorter than ``max_epochs`` epochs, a cosine schedule is
+        stretched over the epochs the box affords, so the rate still decays to
+        its end (a net stopped at a high rate is a poor member); the other
+        schedules keep theirs and training simply stops at the box.
+        """
+        assert self.time_box_s is not None
+        epochs = max(1, int(self.time_box_s / max(first_s, 1e-9)))
+        if epochs >= self.max_epochs:
+            return self.max_epochs
+        if self.schedule == "cosine":
+            sched.T_max = epochs
+        return epochs
+
+    def _box_spent(self, started: float, done: int) -> bool:
+        """Whether another epoch, at the mean epoch time so far, would overrun."""
+        if self.time_box_s is None:
+            return False
+        elapsed = _now() - started
+        return elapsed + elapsed / max(done, 1) > self.time_box_s
+
     def fit_loop(self, X: Any, y: Any, X_val: Any, y_val: Any) -> TorchTrainer:
         """Epochs of shuffled mini-batches until early stopping.
 
@@ -259,7 +293,12 @@ class TorchTrainer:
         self._n_out = int(self.forward(X[:2]).shape[-1]) if self.mixup > 0 else 0
         best, best_state, waited = math.inf, copy.deepcopy(self.module.state_dict()), 0
         self.history_: list[dict[str, float]] = []
+        self.truncated_ = False
+        started, epochs = _now(), self.max_epochs
         for epoch in range(self.max_epochs):
+            if epoch >= epochs:
+                self.truncated_ = True
+                break
             order = torch.randperm(n, generator=gen).to(X.device)
             losses = []
             for i in range(0, n, self.batch_size):
@@ -271,6 +310,8 @@ class TorchTrainer:
                 if self.schedule == "onecycle":
                     sched.step()
             val = self.validation_loss(X_val, y_val)
+            if epoch == 0 and self.time_box_s is not None:
+                epochs = self._affordable_epochs(_now() - started, sched)
             if self.schedule == "plateau":
                 sched.step(val)
             elif sched is not None and self.schedule != "onecycle":
@@ -297,6 +338,9 @@ class TorchTrainer:
                 waited += 1
                 if waited >= self.patience:
                     break
+            if self._box_spent(started, epoch + 1):
+                self.truncated_ = True
+                break
         self.module.load_state_dict(best_state)
         self.best_valid_loss_ = best
         return self

@@ -91,8 +91,9 @@ class Learner(ABC):
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {}
     #: Parameters set during tuning trials only (speed; refit is uniform gain).
     tuning_overrides: ClassVar[dict[str, Any]] = {}
-    #: Whether the fit honours ``FitContext.time_box_s`` (boosters: training
-    #: stops at the box with the rounds so far, so a fold cannot overrun).
+    #: Whether the fit honours ``FitContext.time_box_s`` (boosters and the MLP:
+    #: training stops at the box with the rounds or epochs so far, so a fold
+    #: cannot overrun).
     time_boxed: ClassVar[bool] = False
     #: Parameters that fix the shape of a warm-startable model (the weights of
     #: an earlier fit can seed a new one only with the same values); empty for

@@ -199,9 +199,9 @@ def test_time_box_refit_only_when_it_fits():
     assert TimeBox(None).affords_refit(1, 10_000)
 
 
-def test_only_the_boosters_are_time_boxed():
+def test_only_the_boosters_and_the_mlp_are_time_boxed():
     boxed = sorted(k for k in available() if get(k).time_boxed)
-    assert boxed == ["cat", "lgbm", "xgb"]
+    assert boxed == ["cat", "lgbm", "mlp", "xgb"]
 
 
 def test_portfolio_configurations_are_valid_and_differ_from_the_defaults(key):

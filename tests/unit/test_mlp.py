@@ -171,3 +171,89 @@ def test_warm_start_with_another_shape_is_a_clear_error(tmp_path):
     module = build_mlp(7, 3, 32, 2, 0.0)
     with pytest.raises(ConfigError, match="n_in 6 there vs 7 here"):
         load_warm_state(module, blob, {"n_in": 7, "n_out": 3, "width": 32, "depth": 2})
+
+
+class _StepClock:
+    """A clock that moves one second per training step (nothing else moves it)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _boxed_trainer(clock: _StepClock, box: float | None, schedule: str = "cosine"):
+    torch.manual_seed(0)
+    module = build_mlp(6, 3, width=16, depth=1, dropout=0.0)
+
+    class Trainer(TorchTrainer):
+        def train_step(self, xb, yb, optimizer):
+            clock.t += 1.0
+            return super().train_step(xb, yb, optimizer)
+
+    return Trainer(
+        module,
+        loss="ce",
+        lr=1e-2,
+        weight_decay=0.0,
+        batch_size=100,
+        max_epochs=20,
+        patience=100,
+        seed=0,
+        schedule=schedule,
+        time_box_s=box,
+    )
+
+
+def _fit_loop(trainer: TorchTrainer, n: int = 400):
+    X, y = table(n + 200, 3)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    return trainer.fit_loop(Xt[:n], yt[:n], Xt[n:], yt[n:])
+
+
+def test_a_time_box_plans_the_epochs_and_decays_the_cosine_over_them(monkeypatch):
+    import ensemble.nn as nn_mod
+
+    clock = _StepClock()
+    monkeypatch.setattr(nn_mod, "_now", clock)
+    # 4 steps an epoch = 4 s: a 21 s box affords 5 of the 20 epochs
+    trained = _fit_loop(_boxed_trainer(clock, 21.0))
+    lrs = [h["lr"] for h in trained.history_]
+    assert len(lrs) == 5 and trained.truncated_
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # decayed to its end
+    assert lrs == sorted(lrs, reverse=True)
+    assert clock.t == 20.0  # 5 epochs of 4 steps: within the box
+
+
+def test_a_box_stops_the_other_schedules_before_an_epoch_would_overrun(monkeypatch):
+    import ensemble.nn as nn_mod
+
+    clock = _StepClock()
+    monkeypatch.setattr(nn_mod, "_now", clock)
+    trained = _fit_loop(_boxed_trainer(clock, 21.0, schedule="constant"))
+    assert len(trained.history_) == 5 and trained.truncated_
+    assert {h["lr"] for h in trained.history_} == {1e-2}
+
+
+def test_a_roomy_box_changes_nothing(monkeypatch):
+    import ensemble.nn as nn_mod
+
+    clock = _StepClock()
+    monkeypatch.setattr(nn_mod, "_now", clock)
+    free = _fit_loop(_boxed_trainer(clock, None))
+    roomy = _fit_loop(_boxed_trainer(clock, 1e6))
+    assert not free.truncated_ and not roomy.truncated_
+    assert len(free.history_) == len(roomy.history_) == 20
+    assert free.history_ == roomy.history_
+
+
+def test_a_spent_box_leaves_one_epoch_and_a_valid_mlp():
+    from dataclasses import replace
+
+    X, y = table(600, 0)
+    m = MLP(MLP.check_params(SMALL), context=replace(ctx(), time_box_s=0.0))
+    m.fit(X, y)
+    assert m.truncated_ and len(m.history_) == 1
+    np.testing.assert_allclose(m.predict(X).sum(axis=1), 1.0, atol=1e-9)
+    assert not fit(SMALL, X, y).truncated_
