@@ -146,13 +146,18 @@ def fold_name(fold: int, repeat: int = 0) -> str:
 
 
 def fold_dirs(member_dir: Path) -> list[Path]:
-    """A member's fold model directories in (repeat, fold) order."""
+    """A member's saved fold models' directories in (repeat, fold) order.
+
+    Only complete saves count (``meta.json`` is written last): a fit killed
+    while saving must not be averaged in, or fail the load.
+    """
 
     def order(p: Path) -> tuple[int, int]:
         rep, _, fold = p.name.rpartition("fold")
         return (int(rep.strip("r_") or 0), int(fold))
 
-    return sorted((p for p in member_dir.glob("*fold*") if p.is_dir()), key=order)
+    found = member_dir.glob("*fold*")
+    return sorted((p for p in found if (p / "meta.json").is_file()), key=order)
 
 
 def _was_temporary(path: Path) -> bool:

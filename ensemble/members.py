@@ -591,6 +591,10 @@ def repeat(ctx: RunContext, fitted: Fitted) -> Fitted:
     ]
     tasks = _repeat_tasks(ctx, fitted, members, n)
     outcome = _fit(ctx, tasks, folds)
+    # A repeat's fold stopped at the deadline or killed with its member may
+    # have begun writing its model: it is no model of the run.
+    for name, rep, k in unreturned(tasks, outcome.results):
+        _remove_fold(ctx, name, k, rep)
     kept = _kept_repeats(ctx, fitted, outcome.results, folds)
     return Fitted(
         fitted.specs,
@@ -600,6 +604,29 @@ def repeat(ctx: RunContext, fitted: Fitted) -> Fitted:
         fitted.skipped,
         fitted.slots,
     )
+
+
+def unreturned(
+    tasks: list[FitTask], results: list[FitResult]
+) -> list[tuple[str, int, int]]:
+    """``(member, repeat, fold)`` of the tasks that brought back no result.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as T
+    >>> tasks = [T(member="lgbm@1", repeat=1, fold=k) for k in range(3)]
+    >>> unreturned(tasks, [T(member="lgbm", repeat=1, fold=1)])
+    [('lgbm', 1, 0), ('lgbm', 1, 2)]
+    """
+    back = {(r.member, r.repeat, r.fold) for r in results}
+    return [key for key in map(_task_key, tasks) if key not in back]
+
+
+def _remove_fold(ctx: RunContext, member: str, fold: int, repeat: int) -> None:
+    """Delete one fold model of ``member``, here and in the run's store."""
+    shutil.rmtree(ctx.run.model_dir(member, fold, repeat), ignore_errors=True)
+    if ctx.run.remote is not None:
+        storage.remove(ctx.run.model_target(member, fold, repeat))
 
 
 def _repeat_tasks(
@@ -655,10 +682,7 @@ def _kept_repeats(
     kept_ids = {id(r) for r in kept}
     dropped = [r for r in results if id(r) not in kept_ids]
     for r in dropped:
-        shutil.rmtree(ctx.run.model_dir(r.member, r.fold, r.repeat), ignore_errors=True)
-        if ctx.run.remote is not None:
-            target = ctx.run.model_target(r.member, r.fold, r.repeat)
-            storage.remove(target)
+        _remove_fold(ctx, r.member, r.fold, r.repeat)
     if kept:
         logger.info(
             "repeats: %d fits kept of %d (members %s)",

@@ -107,6 +107,8 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
     results = [r for r in outcome.results if r.member not in cut]
     done = [m for m in members if any(r.member == m for r in results)]
     skipped = [m for m in members if m not in done]
+    for name in skipped:  # a refit stopped at the deadline may be half-written
+        ctx.run.remove(f"models/{name}/{REFIT_DIR}")
     if skipped:
         logger.info(
             "%s keep their fold models (the refit on every row did not finish "

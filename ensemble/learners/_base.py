@@ -146,12 +146,18 @@ class Learner(ABC):
         return out
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted learner to directory ``path`` (meta.json + model)."""
+        """Write the fitted learner to directory ``path`` (model, then meta.json).
+
+        ``meta.json`` is written last, so it marks a complete save: a fit
+        killed while saving (the time limit, a lost worker) leaves a folder
+        without it, which :func:`ensemble.artifacts.fold_dirs` skips.
+        """
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
+        (p / "meta.json").unlink(missing_ok=True)  # an earlier save's marker
         meta = {"key": self.key, "params": self.params, "context": asdict(self.context)}
-        (p / "meta.json").write_text(json.dumps(meta, default=_jsonable))
         self._save(p / self._model_file)
+        (p / "meta.json").write_text(json.dumps(meta, default=_jsonable))
 
     @classmethod
     def saved_state(cls, path: str | os.PathLike[str]) -> bytes:

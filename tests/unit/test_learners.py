@@ -105,6 +105,29 @@ def test_save_load_roundtrip_and_pickle(key, tmp_path):
     )
 
 
+def test_a_save_cut_short_is_no_fold_model(tmp_path, monkeypatch):
+    from ensemble.artifacts import fold_dirs
+
+    X, y, ctx = _data("binary")
+    model = get("linear")({}, context=ctx).fit(X[:200], y[:200])
+    member = tmp_path / "linear"
+    model.save(member / "fold0")
+    model.save(member / "r1_fold0")
+    assert fold_dirs(member) == [member / "fold0", member / "r1_fold0"]
+
+    def killed(path):  # the fit's process dies while writing its model
+        path.write_bytes(b"\x78\x9c partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(member / "r1_fold1")
+    with pytest.raises(KeyboardInterrupt):
+        model.save(member / "r1_fold0")  # over a complete save: no longer one
+    assert not (member / "r1_fold1" / "meta.json").exists()
+    assert fold_dirs(member) == [member / "fold0"]
+
+
 def test_a_loaded_model_predicts_the_same_on_any_number_of_threads(key, tmp_path):
     # A loaded model predicts on the machine's (or the predicting actor's)
     # threads, its fit on its task's: the rows must not see the difference.
