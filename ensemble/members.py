@@ -624,9 +624,7 @@ def unreturned(
 
 def _remove_fold(ctx: RunContext, member: str, fold: int, repeat: int) -> None:
     """Delete one fold model of ``member``, here and in the run's store."""
-    shutil.rmtree(ctx.run.model_dir(member, fold, repeat), ignore_errors=True)
-    if ctx.run.remote is not None:
-        storage.remove(ctx.run.model_target(member, fold, repeat))
+    ctx.run.remove(f"models/{member}/{fold_name(fold, repeat)}")
 
 
 def _repeat_tasks(

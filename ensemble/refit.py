@@ -102,12 +102,11 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
     # A refit its time box stopped has fewer rounds than its folds chose: the
     # fold models predict better, so they stay.
     cut = {r.member for r in outcome.results if r.truncated}
-    for name in cut:
-        ctx.run.remove(f"models/{name}/{REFIT_DIR}")
     results = [r for r in outcome.results if r.member not in cut]
     done = [m for m in members if any(r.member == m for r in results)]
     skipped = [m for m in members if m not in done]
-    for name in skipped:  # a refit stopped at the deadline may be half-written
+    # Those cut short, and those stopped at the deadline (maybe half-written).
+    for name in skipped:
         ctx.run.remove(f"models/{name}/{REFIT_DIR}")
     if skipped:
         logger.info(

@@ -9,12 +9,12 @@ A member that cannot finish is worthless (its OOF column would have holes), so
 the fit stage stops starting its folds, kills the ones running, and gives the
 slots to members that can.
 
-Under a finish line, the folds of a *time-boxed* learner (the boosters and the
-MLP: they stop adding rounds or epochs when told) get a share of the time left instead
-(:func:`ensemble.budget.time_box`), so a member whose estimate was too low
-still ends every fold in time, with fewer rounds, rather than being dropped
-after its first folds ran. Its folds are late only when a box would leave less
-than ``budget.MIN_BOX_FRACTION`` of the fold's expected time.
+Under a finish line, the folds of a *time-boxed* learner (the boosters and
+the MLP: they stop adding rounds or epochs when told) get a share of the time
+left instead (:func:`ensemble.budget.time_box`), so a member whose estimate
+was too low still ends every fold in time, with fewer rounds, rather than
+being dropped after its first folds ran. Its folds are late only when a box
+would leave less than ``budget.MIN_BOX_FRACTION`` of the fold's expected time.
 """
 
 from __future__ import annotations
