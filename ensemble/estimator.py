@@ -27,7 +27,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+# Imported with this module, not in fit: a library that keeps an exception
+# from its own import (optuna's optional dependencies, imported by Ray Tune)
+# keeps the whole stack it was imported from alive, and a fit's frame holds
+# the estimator, whose temporary run would then stay until exit.
+from . import runtime
+from .config import DEFAULT_FUSIONS, DEFAULT_LEARNERS, RunConfig
+from .data import prepare
 from .exceptions import DataError
+from .model import FittedEnsemble
+from .runner import fit_run
 
 __all__ = ["EnsembleClassifier", "EnsembleRegressor", "load"]
 
@@ -114,12 +123,6 @@ class _EnsembleBase(BaseEstimator):
         return pd.DataFrame(arr, columns=names)
 
     def _fit_frame(self, frame: pd.DataFrame, y: np.ndarray, task: str) -> None:
-        from . import runtime
-        from .config import DEFAULT_FUSIONS, DEFAULT_LEARNERS, RunConfig
-        from .data import prepare
-        from .model import FittedEnsemble
-        from .runner import fit_run
-
         if _TARGET in frame.columns:
             raise ValueError(f"a feature column may not be named {_TARGET!r}")
         self._release_run()  # a refit lets go of the previous temporary run
@@ -362,7 +365,7 @@ def load(
     """
     import json
 
-    from .model import BUNDLE_FILE, FittedEnsemble, is_bundle
+    from .model import BUNDLE_FILE, is_bundle
 
     fitted = FittedEnsemble(run_dir, model)
     if is_bundle(fitted.run.path):  # one model, its scores, no run config

@@ -207,6 +207,7 @@ def fits_frame(results: Sequence[FitResult]) -> pd.DataFrame:
                 "node_id": r.node_id,
                 "worker": r.worker,
                 "gpu": r.gpu,
+                "submitted_at": r.submitted_at or r.started_at,
                 "started_at": r.started_at,
                 "fit_s": r.fit_s,
                 "predict_s": r.predict_s,

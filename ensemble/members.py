@@ -37,6 +37,7 @@ from .exceptions import BaseLearnerFailed
 from .learners import get
 from .metrics import score, to_loss
 from .specs import REFIT_FOLD, FitOutcome, FitResult, FitTask, MemberSpec
+from .tune import empty_trials, tune_learners
 
 __all__ = ["Fitted", "fit_portfolio", "fit_tasks", "portfolio", "repeat", "search"]
 
@@ -382,8 +383,6 @@ def search(ctx: RunContext, fitted: Fitted) -> Fitted:
 
     Writes ``trials.parquet`` (empty when nothing is searched).
     """
-    from .tune import empty_trials
-
     tuned: list[MemberSpec] = []
     saved = ctx.run.load_checkpoints("tuned.pkl") if ctx.resume else []
     if saved:
@@ -463,8 +462,6 @@ def _search_plan(ctx: RunContext, fitted: Fitted) -> dict[str, float | None]:
 def _tune(
     ctx: RunContext, fitted: Fitted, plan: dict[str, float | None]
 ) -> list[MemberSpec]:
-    from .tune import tune_learners
-
     config, data = ctx.config, ctx.data
     train = data.fold >= 0  # the holdout rows never reach a trial
     member_loss = fitted.losses(ctx)

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -197,6 +198,7 @@ class FitPool:
         self.free = list(self.slots)
         self.running: dict[Any, tuple[_Slot, FitTask]] = {}
         self.dispatched: dict[Any, float] = {}  # ref -> time.monotonic() sent
+        self.submitted: dict[Any, datetime] = {}  # ref -> wall clock sent
         self.started: set[str] = set()  # members with a fold dispatched
         self.deferred: set[str] = set()  # members held back by the latest plan
         self.estimates = schedule.Estimates()
@@ -229,9 +231,11 @@ class FitPool:
             if task is None:
                 idle.append(slot)
                 continue
+            sent = datetime.now(timezone.utc)
             ref = self._submit(task, slot)
             self.running[ref] = (slot, task)
             self.dispatched[ref] = now
+            self.submitted[ref] = sent
         self.free = idle
 
     def _submit(self, task: FitTask, slot: _Slot) -> Any:
@@ -302,6 +306,7 @@ class FitPool:
         except ray.exceptions.RayError as exc:  # its process or node died
             self._died(task, exc)
             return
+        result.submitted_at = self.submitted.pop(ref, None)
         self.results.append(result)
         self.estimates.observe(task, time.monotonic() - self.dispatched.pop(ref))
         if self.on_result is not None:

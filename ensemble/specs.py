@@ -128,6 +128,9 @@ class FitResult:
     resumed: bool = False  # read back from a checkpoint by a resumed run
     truncated: bool = False  # stopped at its time box with fewer rounds
     repeat: int = 0  # which fold assignment (repeated bagging)
+    # When the pool sent the fit (driver's clock); started_at minus this is
+    # the wait for a Ray worker process. None for fits no pool sent (resumed).
+    submitted_at: datetime | None = None
 
 
 @dataclass

@@ -117,6 +117,36 @@ def test_a_loop_of_fits_leaves_the_temp_folder_as_it_was(ray_session):
     assert _ours_in_tmp() == before
 
 
+def test_the_first_fit_of_a_process_lets_go_of_its_temporary_run(ray_session):
+    # In a fresh interpreter: the first fit is the one during which libraries
+    # are imported, and one that keeps an exception from its own import keeps
+    # the stack it was imported from (the fit's frames, the estimator) alive.
+    import subprocess
+    import sys
+
+    code = """
+import gc, os, sys
+from tests.conftest import make_table
+from ensemble import EnsembleClassifier
+frame = make_table(200)
+est = EnsembleClassifier(learners=["linear"], fusions=[], n_folds=2,
+                         report=False, refit=False, address=sys.argv[1])
+run = est.fit(frame.drop(columns="target"), frame["target"]).run_dir_
+del est
+gc.collect()
+print("left" if os.path.exists(run) else "gone")
+"""
+    address = ray_session.get_runtime_context().gcs_address
+    out = subprocess.run(
+        [sys.executable, "-c", code, address],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "gone"
+
+
 def test_a_pickled_estimator_predicts_after_its_temporary_run_is_gone(ray_session):
     import gc
     import pickle
