@@ -299,7 +299,15 @@ def test_repeats_are_averaged_kept_unless_they_hurt_and_deterministic(
         keep = [
             c
             for c in x.columns
-            if c not in ("started_at", "fit_s", "predict_s", "worker", "node_id")
+            if c
+            not in (
+                "submitted_at",
+                "started_at",
+                "fit_s",
+                "predict_s",
+                "worker",
+                "node_id",
+            )
         ]
         sort = [c for c in ("member", "repeat", "fold", "row_id") if c in x.columns]
         pd.testing.assert_frame_equal(
