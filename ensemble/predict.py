@@ -3,13 +3,17 @@
 The input is read as a Ray Dataset; an actor pool (each actor loads the fitted
 ensemble once) maps batches to predictions; the driver streams the result,
 in input order, into one Parquet file written atomically.
+
+A small input (:func:`is_small`) is predicted in the driver instead, batch by
+batch with the same models and the same writer: starting Ray and an actor pool
+takes seconds, predicting a few thousand rows milliseconds.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +27,28 @@ from . import storage
 from .exceptions import DataError
 from .model import load
 
-__all__ = ["predict_file"]
+__all__ = ["LOCAL_CSV_BYTES", "LOCAL_ROWS", "is_small", "predict_file"]
 
 logger = logging.getLogger(__name__)
+
+_CSV = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+
+#: Inputs up to this many rows (Parquet, from its metadata) are predicted in
+#: the driver, without Ray.
+LOCAL_ROWS = 50_000
+#: A CSV/TSV file has no row count: up to this size it is predicted in the driver.
+LOCAL_CSV_BYTES = 8 * 2**20
 
 
 class _Predictor:
     """Ray Data actor: loads the ensemble once, predicts each batch."""
 
     def __init__(
-        self, run_dir: str, model: str | None, id_column: str | None, threads: int
+        self,
+        run_dir: str,
+        model: str | None,
+        id_column: str | None,
+        threads: int | None,
     ) -> None:
         self.ensemble = load(run_dir, model, threads=threads)
         self.id_column = id_column
@@ -44,23 +60,75 @@ class _Predictor:
         return out
 
 
-def _read(path: str) -> Any:
+def _check_input(path: str) -> Path:
+    """The input's path, or a DataError naming what is wrong with it."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {path!r} does not exist; check the --data path")
-    name = p.name.lower()
-    if p.is_dir() or name.endswith((".parquet", ".pq")):
-        return ray.data.read_parquet(str(p.absolute()))
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")):
-        import pyarrow.csv as pacsv
-
-        sep = "\t" if ".tsv" in name else ","
-        return ray.data.read_csv(
-            str(p.absolute()), parse_options=pacsv.ParseOptions(delimiter=sep)
+    if not (_is_parquet(p) or p.name.lower().endswith(_CSV)):
+        raise DataError(
+            f"data file {path!r} has an unsupported format; use Parquet or CSV/TSV"
         )
-    raise DataError(
-        f"data file {path!r} has an unsupported format; use Parquet or CSV/TSV"
-    )
+    return p
+
+
+def _read(path: str) -> Any:
+    """The input as a Ray Dataset (read lazily)."""
+    p = _check_input(path).absolute()
+    if _is_parquet(p):
+        return ray.data.read_parquet(str(p))
+    import pyarrow.csv as pacsv
+
+    sep = "\t" if ".tsv" in p.name.lower() else ","
+    return ray.data.read_csv(str(p), parse_options=pacsv.ParseOptions(delimiter=sep))
+
+
+def _is_parquet(p: Path) -> bool:
+    return p.is_dir() or p.name.lower().endswith((".parquet", ".pq"))
+
+
+def is_small(data: str) -> bool:
+    """Whether ``data`` is predicted in the driver, without Ray.
+
+    Up to :data:`LOCAL_ROWS` rows of Parquet, or :data:`LOCAL_CSV_BYTES` of
+    CSV/TSV. A missing file is not small (reading it gives the error).
+    """
+    p = Path(data)
+    if not p.exists():
+        return False
+    if _is_parquet(p):
+        import pyarrow.dataset as pads
+
+        found = pads.dataset(str(p), format="parquet", partitioning="hive")
+        return int(found.count_rows()) <= LOCAL_ROWS
+    return p.stat().st_size <= LOCAL_CSV_BYTES
+
+
+def _head(path: str, n: int | None) -> pd.DataFrame:
+    """The first ``n`` rows (None: all) of a file ``_read`` accepts.
+
+    Typed as its Ray Data reader types them (Parquet's own schema; CSV from its
+    first block), read in the driver with pyarrow: a Ray Data job takes seconds.
+    """
+    p = Path(path)
+    if _is_parquet(p):
+        import pyarrow.dataset as pads
+
+        found = pads.dataset(str(p), format="parquet", partitioning="hive")
+        table = found.to_table() if n is None else found.head(n)
+        return table.to_pandas()
+    import pyarrow.csv as pacsv
+
+    sep = "\t" if ".tsv" in p.name.lower() else ","
+    reader = pacsv.open_csv(str(p), parse_options=pacsv.ParseOptions(delimiter=sep))
+    batches, rows = [], 0
+    for batch in reader:
+        batches.append(batch)
+        rows += batch.num_rows
+        if n is not None and rows >= n:
+            break
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    return (table if n is None else table.slice(0, n)).to_pandas()
 
 
 def predict_file(
@@ -73,6 +141,7 @@ def predict_file(
     batch_size: int = 8192,
     on_batch: Callable[[int], None] | None = None,
     ignore_extra_columns: bool = False,
+    local: bool | None = None,
 ) -> int:
     """Predict every row of ``data`` with a fitted run; write one Parquet file.
 
@@ -96,6 +165,10 @@ def predict_file(
     ignore_extra_columns : bool, default=False
         Predict even when ``data`` has columns the model never saw (by default
         that is an error: a renamed column is usually a mistake).
+    local : bool, optional
+        Predict in this process (True) or through Ray Data (False); by
+        default in this process when :func:`is_small` says so. Both give the
+        same file.
 
     Returns
     -------
@@ -104,15 +177,29 @@ def predict_file(
     """
     # Manifest only: fails fast on a bad run or model name; actors load models.
     ensemble = load(run_dir, model, load_models=False)
-    ds = _read(data)
-    columns = ds.columns()
-    if id_column is not None and id_column not in columns:
+    _check_input(data)
+    if local is None:
+        local = is_small(data)
+    head = _head(data, None if local else 1000)
+    if id_column is not None and id_column not in head.columns:
         raise DataError(f"id column {id_column!r} is not in {data!r}")
     ensemble.check_frame(
-        ds.limit(1000).to_pandas(),
-        allow=(id_column,) if id_column else (),
-        strict=not ignore_extra_columns,
+        head, allow=(id_column,) if id_column else (), strict=not ignore_extra_columns
     )
+    target = Path(out).absolute()
+    if local:
+        predictor = _Predictor(ensemble.run.location, ensemble.model, id_column, None)
+        batches = (
+            pa.Table.from_pandas(
+                predictor(head.iloc[i : i + batch_size]), preserve_index=False
+            )
+            for i in range(0, len(head), batch_size)
+        )
+        n = _write_stream(
+            batches, target, with_row_id=id_column is None, on_batch=on_batch
+        )
+        return _written(n, data, ensemble.model, target)
+    ds = _read(data)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # output rows follow input rows
     # One CPU stays free for the read tasks: actors holding every CPU starve them.
@@ -135,16 +222,24 @@ def predict_file(
         num_cpus=1,
         runtime_env={"env_vars": env},
     )
-    target = Path(out).absolute()
-    n = _write_stream(preds, target, with_row_id=id_column is None, on_batch=on_batch)
+    n = _write_stream(
+        preds.iter_batches(batch_format="pyarrow", batch_size=None),
+        target,
+        with_row_id=id_column is None,
+        on_batch=on_batch,
+    )
+    return _written(n, data, ensemble.model, target)
+
+
+def _written(n: int, data: str, model: str, target: Path) -> int:
     if n == 0:
         raise DataError(f"{data!r} has no rows to predict")
-    logger.info("predicted %d rows with %s into %s", n, ensemble.model, target)
+    logger.info("predicted %d rows with %s into %s", n, model, target)
     return n
 
 
 def _write_stream(
-    preds: Any,
+    preds: Iterable[pa.Table],
     target: Path,
     *,
     with_row_id: bool,
@@ -160,7 +255,7 @@ def _write_stream(
     writer: pq.ParquetWriter | None = None
     n = 0
     try:
-        for table in preds.iter_batches(batch_format="pyarrow", batch_size=None):
+        for table in preds:
             if with_row_id:
                 table = table.add_column(
                     0, "row_id", pa.array(range(n, n + len(table)), pa.int64())

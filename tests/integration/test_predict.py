@@ -10,7 +10,7 @@ from ensemble.cli import app
 from ensemble.config import RunConfig
 from ensemble.exceptions import DataError, RunStateError
 from ensemble.model import load
-from ensemble.predict import predict_file
+from ensemble.predict import is_small, predict_file
 from ensemble.runner import fit_run
 from tests.conftest import make_table
 
@@ -48,17 +48,41 @@ def test_predict_file_matches_in_process_predictions_and_keeps_order(fitted, tmp
     new["extra"] = 1  # an unknown column: ignored only when asked
     src = tmp_path / "new.parquet"
     new.to_parquet(src)
-    out = tmp_path / "pred.parquet"
-    n = predict_file(
-        fitted.run_dir.path, str(src), out, batch_size=500, ignore_extra_columns=True
-    )
-    assert n == 3000
-    pred = pd.read_parquet(out)
-    assert list(pred.row_id) == list(range(3000))
+    assert is_small(str(src))
     expect = load(fitted.run_dir.path).predict_frame(new)
-    np.testing.assert_allclose(pred.pred_yes, expect.pred_yes, rtol=1e-12)
-    assert (pred.label == expect.label).all()
-    assert set(pred.label) <= {"no", "yes"}
+    files = {}
+    for local in (False, True):  # Ray Data's actors, and this process
+        files[local] = tmp_path / f"pred_{local}.parquet"
+        n = predict_file(
+            fitted.run_dir.path,
+            str(src),
+            files[local],
+            batch_size=500,
+            ignore_extra_columns=True,
+            local=local,
+        )
+        assert n == 3000
+        pred = pd.read_parquet(files[local])
+        assert list(pred.row_id) == list(range(3000))
+        np.testing.assert_allclose(pred.pred_yes, expect.pred_yes, rtol=1e-12)
+        assert (pred.label == expect.label).all()
+        assert set(pred.label) <= {"no", "yes"}
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(files[False]), pd.read_parquet(files[True])
+    )
+
+
+def test_small_inputs_counted_in_rows_of_parquet_and_bytes_of_csv(tmp_path, monkeypatch):
+    import ensemble.predict as predict
+
+    src = tmp_path / "new.parquet"
+    make_table(300, seed=7).drop(columns=["target"]).to_parquet(src)
+    csv = tmp_path / "new.csv"
+    csv.write_text("x1,x2,colour\n" * 10)
+    assert is_small(str(src)) and is_small(str(csv))
+    monkeypatch.setattr(predict, "LOCAL_ROWS", 299)
+    monkeypatch.setattr(predict, "LOCAL_CSV_BYTES", csv.stat().st_size - 1)
+    assert not is_small(str(src)) and not is_small(str(csv))
 
 
 @pytest.mark.parametrize("model", ["linear", "lgbm", "stacking_lgbm", "mlp", "neural"])
@@ -70,23 +94,30 @@ def test_batches_change_no_prediction_beyond_the_stated_tolerance(
     float64, where the order of a matrix product's sums (which depends on the
     rows beside it) moves its output by ~1e-16..1e-14: ``ensemble predict``
     equals in-process prediction to 1e-12 (relative), one row at a time as in
-    batches of 500. (In float32 the same rows moved by ~1e-7.)"""
+    batches of 500. (In float32 the same rows moved by ~1e-7.) Through Ray
+    Data's actors for a stack of trees and a network, in this process for all
+    (the same files: the test above)."""
     new = make_table(1000, seed=11).drop(columns=["target"])
     src = tmp_path / "new.parquet"
     new.to_parquet(src)
-    out = tmp_path / "pred.parquet"
-    predict_file(fitted.run_dir.path, str(src), out, model=model, batch_size=500)
-    got = pd.read_parquet(out).pred_yes.to_numpy()
     m = load(fitted.run_dir.path, model)
     whole = m.predict_frame(new).pred_yes.to_numpy()
     single = np.concatenate(
         [m.predict_frame(new.iloc[i : i + 1]).pred_yes.to_numpy() for i in range(50)]
     )
+    for local in (True, False) if model in ("stacking_lgbm", "neural") else (True,):
+        out = tmp_path / f"pred_{local}.parquet"
+        predict_file(
+            fitted.run_dir.path, str(src), out, model=model, batch_size=500, local=local
+        )
+        got = pd.read_parquet(out).pred_yes.to_numpy()
+        if model in ("linear", "mlp", "neural"):
+            np.testing.assert_allclose(got, whole, rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(got, whole)
     if model in ("linear", "mlp", "neural"):
-        np.testing.assert_allclose(got, whole, rtol=1e-12)
         np.testing.assert_allclose(single, whole[:50], rtol=1e-12)
     else:
-        np.testing.assert_array_equal(got, whole)
         np.testing.assert_array_equal(single, whole[:50])
 
 
