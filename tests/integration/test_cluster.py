@@ -121,7 +121,8 @@ def test_worker_node_killed_mid_run(ray_session, cluster, tmp_path):
         make_table(2000),
         learners=["rf", "et"],
         fusions=["average", "stacking"],
-        n_folds=5,
+        # Three folds: after the kill the head node alone runs what is left.
+        n_folds=3,
         refit=False,  # refits of 1000-tree forests would only lengthen the drill
         # Fits of 1-2 s: the worker node's first fit may finish many seconds
         # after the head's (its worker process starts late on a busy machine);
@@ -156,5 +157,5 @@ def test_worker_node_killed_mid_run(ray_session, cluster, tmp_path):
     assert proc.returncode == 0, out
     assert re.search(r"the process of \w+ fold \d died", out)  # the fit ran again
     fits = pd.read_parquet(run / "fits.parquet")
-    assert len(fits) == 10 and fits.node_id.nunique() == 2
+    assert len(fits) == 6 and fits.node_id.nunique() == 2
     _same_results(undisturbed, run)
