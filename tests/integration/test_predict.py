@@ -72,7 +72,9 @@ def test_predict_file_matches_in_process_predictions_and_keeps_order(fitted, tmp
     )
 
 
-def test_small_inputs_counted_in_rows_of_parquet_and_bytes_of_csv(tmp_path, monkeypatch):
+def test_small_inputs_counted_in_rows_of_parquet_and_bytes_of_csv(
+    tmp_path, monkeypatch
+):
     import ensemble.predict as predict
 
     src = tmp_path / "new.parquet"
