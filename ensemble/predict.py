@@ -99,8 +99,11 @@ def is_small(data: str) -> bool:
     if _is_parquet(p):
         import pyarrow.dataset as pads
 
-        found = pads.dataset(str(p), format="parquet", partitioning="hive")
-        return int(found.count_rows()) <= LOCAL_ROWS
+        try:
+            found = pads.dataset(str(p), format="parquet", partitioning="hive")
+            return int(found.count_rows()) <= LOCAL_ROWS
+        except (OSError, pa.ArrowException):
+            return True  # unreadable: reading it here gives the one-line error
     return p.stat().st_size <= LOCAL_CSV_BYTES
 
 
@@ -180,7 +183,14 @@ def predict_file(
     _check_input(data)
     if local is None:
         local = is_small(data)
-    head = _head(data, None if local else 1000)
+    try:
+        head = _head(data, None if local else 1000)
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(
+            f"cannot read data file {data!r} ({first[:160]}); check that it is "
+            "Parquet or CSV/TSV with a header"
+        ) from exc
     if id_column is not None and id_column not in head.columns:
         raise DataError(f"id column {id_column!r} is not in {data!r}")
     ensemble.check_frame(

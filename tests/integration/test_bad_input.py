@@ -70,6 +70,11 @@ def _predict(run, data, tmp, *extra):
     ]
 
 
+def _garbage(path):
+    path.write_bytes(b"not a parquet file\n" * 10)
+    return path
+
+
 def _features(**changes):
     f = make_table(50, seed=9).drop(columns="target")
     for k, v in changes.items():
@@ -249,6 +254,11 @@ CASES = [
             r["complete"], _table(t, _features(x2="high"), "p.csv"), t
         ),
         "column 'x2' was numeric in training but holds text here",
+    ),
+    Case(
+        "predict: unreadable file",
+        lambda t, r: _predict(r["complete"], _garbage(t / "in.parquet"), t),
+        "cannot read data file",
     ),
     Case(
         "predict: incomplete run",
