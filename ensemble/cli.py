@@ -574,7 +574,7 @@ def predict(
     """
     from . import runtime
     from .model import load
-    from .predict import is_small, predict_file
+    from .predict import is_small, parquet_rows, predict_file
 
     level = 0 if quiet else 1 + verbose
     _setup_logging(level)
@@ -583,7 +583,7 @@ def predict(
         local = is_small(data)  # predicted here: Ray would only add seconds
         started = False if local else runtime.connect(address, verbose=level)
         progress = _progress()
-        task = progress.add_task("rows", total=_count_rows(data))
+        task = progress.add_task("rows", total=parquet_rows(data))
 
         def on_batch(done: int) -> None:
             if level >= 1 and not progress.live.is_started:
@@ -753,19 +753,6 @@ def _progress() -> Any:
         TimeRemainingColumn(),
         console=console,
     )
-
-
-def _count_rows(data: str) -> int | None:
-    """Rows of a Parquet input from its metadata (None for CSV: unknown)."""
-    name = data.lower()
-    if not (Path(data).is_dir() or name.endswith((".parquet", ".pq"))):
-        return None
-    try:
-        import pyarrow.dataset as pads
-
-        return int(pads.dataset(data, format="parquet").count_rows())
-    except Exception:  # noqa: BLE001 - a bar without a total is fine
-        return None
 
 
 def _fmt(v: Any) -> str:

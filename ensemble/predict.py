@@ -27,7 +27,7 @@ from . import storage
 from .exceptions import DataError
 from .model import load
 
-__all__ = ["LOCAL_CSV_BYTES", "LOCAL_ROWS", "is_small", "predict_file"]
+__all__ = ["LOCAL_CSV_BYTES", "LOCAL_ROWS", "is_small", "parquet_rows", "predict_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +77,34 @@ def _read(path: str) -> Any:
     p = _check_input(path).absolute()
     if _is_parquet(p):
         return ray.data.read_parquet(str(p))
-    import pyarrow.csv as pacsv
-
-    sep = "\t" if ".tsv" in p.name.lower() else ","
-    return ray.data.read_csv(str(p), parse_options=pacsv.ParseOptions(delimiter=sep))
+    return ray.data.read_csv(str(p), parse_options=_csv_options(p))
 
 
 def _is_parquet(p: Path) -> bool:
     return p.is_dir() or p.name.lower().endswith((".parquet", ".pq"))
+
+
+def _csv_options(p: Path) -> Any:
+    import pyarrow.csv as pacsv
+
+    return pacsv.ParseOptions(delimiter="\t" if ".tsv" in p.name.lower() else ",")
+
+
+def _parquet(p: Path) -> Any:
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(p), format="parquet", partitioning="hive")
+
+
+def parquet_rows(data: str) -> int | None:
+    """Rows of a Parquet input from its metadata; None for CSV or unreadable."""
+    p = Path(data)
+    if not (p.exists() and _is_parquet(p)):
+        return None
+    try:
+        return int(_parquet(p).count_rows())
+    except (OSError, pa.ArrowException):
+        return None
 
 
 def is_small(data: str) -> bool:
@@ -97,13 +117,8 @@ def is_small(data: str) -> bool:
     if not p.exists():
         return False
     if _is_parquet(p):
-        import pyarrow.dataset as pads
-
-        try:
-            found = pads.dataset(str(p), format="parquet", partitioning="hive")
-            return int(found.count_rows()) <= LOCAL_ROWS
-        except (OSError, pa.ArrowException):
-            return True  # unreadable: reading it here gives the one-line error
+        rows = parquet_rows(data)  # None: unreadable, and reading it here says so
+        return rows is None or rows <= LOCAL_ROWS
     return p.stat().st_size <= LOCAL_CSV_BYTES
 
 
@@ -115,15 +130,12 @@ def _head(path: str, n: int | None) -> pd.DataFrame:
     """
     p = Path(path)
     if _is_parquet(p):
-        import pyarrow.dataset as pads
-
-        found = pads.dataset(str(p), format="parquet", partitioning="hive")
+        found = _parquet(p)
         table = found.to_table() if n is None else found.head(n)
         return table.to_pandas()
     import pyarrow.csv as pacsv
 
-    sep = "\t" if ".tsv" in p.name.lower() else ","
-    reader = pacsv.open_csv(str(p), parse_options=pacsv.ParseOptions(delimiter=sep))
+    reader = pacsv.open_csv(str(p), parse_options=_csv_options(p))
     batches, rows = [], 0
     for batch in reader:
         batches.append(batch)
