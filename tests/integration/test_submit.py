@@ -140,11 +140,19 @@ def test_no_wait_returns_the_job_id_at_once(head, table, tmp_path):
         ([], "no cluster given; pass --address"),
     ],
 )
-def test_submit_usage_errors_are_one_line(args, message, tmp_path):
+def test_submit_usage_errors_are_one_line(args, message, monkeypatch):
+    # In the process (a CLI subprocess costs ~2 s of imports); that the one line
+    # goes to stderr of a real process is the next test.
+    from typer.testing import CliRunner
+
+    from ensemble.cli import app
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     env_args = ["--address", "http://127.0.0.1:9"] if args else []
-    res = ensemble("submit", *env_args, *args, "--data", "x.csv", "--target", "y")
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
+    argv = ["submit", *env_args, *args, "--data", "x.csv", "--target", "y"]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}")
 
 
