@@ -83,10 +83,13 @@ class PeakRSS:
         return self.peak / 2**20
 
 
-def run_measured(cmd: list[str], what: str) -> tuple[str, float, float]:
+def run_measured(
+    cmd: list[str], what: str, log: Path | None = None
+) -> tuple[str, float, float]:
     """Run ``cmd``; its stdout, wall seconds and peak RSS (MiB) of its tree.
 
     A non-zero exit raises with the end of its stderr (``what`` names it).
+    With ``log``, its stderr (the run's warnings) is written there too.
     """
     import subprocess
 
@@ -98,6 +101,9 @@ def run_measured(cmd: list[str], what: str) -> tuple[str, float, float]:
         mem.set_root(proc.pid)
         out, err = proc.communicate()
         wall = time.perf_counter() - t0
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(err)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed: {err[-2000:]}")
     return out, wall, mem.peak_mib

@@ -109,8 +109,9 @@ def run_ours(
     The chosen model is scored as it predicts by default (its members
     refitted on every row, when the run refits) and with its members' fold
     models (``test_score_folds``); each member with its fold models. With
-    ``keep``, the run's top-level files (manifest, fits, leaderboard, OOF…) and ``oof/``
-    are copied there, to look into later.
+    ``keep``, the run's top-level files (manifest, fits, leaderboard, OOF…),
+    ``oof/`` and the fit's stderr (``fit.log``) are copied there, to look into
+    later.
     """
     train.to_parquet(work / "train.parquet")
     cmd = [
@@ -133,7 +134,8 @@ def run_ours(
         "-q",
         *extra,
     ]
-    _, wall, peak = run_measured(cmd, "ensemble fit")
+    log = keep / "fit.log" if keep is not None else None
+    _, wall, peak = run_measured(cmd, "ensemble fit", log)
     run = work / "runs" / "ours"
     manifest = json.loads((run / "manifest.json").read_text())
     board = pd.read_parquet(run / "leaderboard.parquet").set_index("model")
