@@ -16,7 +16,6 @@ from .exceptions import (
     DataError,
     EnsembleError,
     FusionError,
-    NotFittedError,
     RunStateError,
     UnknownFusionError,
     UnknownLearnerError,
@@ -33,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from . import estimator
 
         return getattr(estimator, name)
+    if name == "NotFittedError":  # it derives from scikit-learn's (see there)
+        from . import exceptions
+
+        return exceptions.NotFittedError
     raise AttributeError(f"module 'ensemble' has no attribute {name!r}")
 
 

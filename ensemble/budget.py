@@ -512,15 +512,21 @@ def is_dear(fold_s: float, n_folds: int, slots: int, window: float) -> bool:
     return fold_s * n_folds / max(slots, 1) > DEAR_SHARE * max(window, 0.0)
 
 
-def priority(rank: int, seconds: float, dear: bool = False) -> float:
+def priority(
+    rank: int, seconds: float, dear: bool = False, boxed: bool = False
+) -> float:
     """Queue priority of a member's folds under a deadline (lower first).
 
     The members that are not ``dear`` (:func:`is_dear`) first, by value
-    (``rank``: :func:`value_rank`), then cheaper first; then the dear ones,
-    cheapest first: each takes much of what is left, so the cheap ones end
-    while the dearest could not have, and the fusions get more members. In
-    the first tier ``seconds`` is scaled into [0, 0.1], far above float
-    resolution next to ``rank``; in the second it alone orders.
+    (``rank``: :func:`value_rank`), then cheaper first; then the dear ones:
+    first the time-``boxed`` ones (the boosters, the MLP: their folds stop at
+    their share of the time left, so they end every fold with fewer rounds),
+    then the rest (a forest or linear model is only worth its folds if its
+    estimate holds, and one over it is dropped with the slot time spent),
+    each cheapest first: a dear member takes much of what is left, so the
+    cheap ones end while the dearest could not have, and the fusions get more
+    members. In the first tier ``seconds`` is scaled into [0, 0.1], far above
+    float resolution next to ``rank``; in the others it alone orders.
 
     Examples
     --------
@@ -530,10 +536,13 @@ def priority(rank: int, seconds: float, dear: bool = False) -> float:
     True
     >>> priority(5, 27.0, dear=True) < priority(1, 68.0, dear=True)  # MLP first
     True
+    >>> # fars: LightGBM (boxed, 66 s a fold) before linear (36 s, not boxed)
+    >>> priority(0, 66.0, dear=True, boxed=True) < priority(4, 36.0, dear=True)
+    True
     """
     seconds = min(max(seconds, 0.0), 1e6)
     if dear:
-        return len(VALUE_ORDER) + 1 + seconds / 1e6
+        return len(VALUE_ORDER) + (1 if boxed else 2) + seconds / 1e6
     return rank + seconds / 1e7
 
 

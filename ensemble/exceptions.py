@@ -7,7 +7,7 @@ catches ``EnsembleError`` at the edge and prints one line.
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SkNotFittedError
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "BaseLearnerFailed",
@@ -105,8 +105,31 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-class NotFittedError(EnsembleError, _SkNotFittedError):
-    """An estimator or fusion was used before ``fit``."""
+if TYPE_CHECKING:
+    from sklearn.exceptions import NotFittedError as _SkNotFittedError
+
+    class NotFittedError(EnsembleError, _SkNotFittedError):
+        """An estimator or fusion was used before ``fit``."""
+
+
+def __getattr__(name: str) -> Any:
+    # NotFittedError derives from scikit-learn's (sklearn's own checks catch
+    # that one), and importing sklearn takes ~1.5 s: the CLI's usage errors,
+    # `--help` and a Ray job's driver would wait for it. It is made on first use.
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError as sk_not_fitted
+
+        cls = type(
+            "NotFittedError",
+            (EnsembleError, sk_not_fitted),
+            {
+                "__doc__": "An estimator or fusion was used before ``fit``.",
+                "__module__": __name__,
+            },
+        )
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BaseLearnerFailed(EnsembleError, RuntimeError):

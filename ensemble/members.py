@@ -174,7 +174,7 @@ def _tasks(ctx: RunContext, specs: list[MemberSpec], repeat: int = 0) -> list[Fi
         priority = 0.0
         if start_by is not None:
             dear = budget_mod.is_dear(cost, ctx.config.n_folds, slots, window)
-            priority = budget_mod.priority(rank, cost, dear)
+            priority = budget_mod.priority(rank, cost, dear, cls.time_boxed)
         for k in range(ctx.config.n_folds):
             state = ctx.warm.state(spec.name, spec.learner, k) if ctx.warm else None
             tasks.append(

@@ -398,7 +398,8 @@ class FitPool:
             left=self.start_by - now,
         )
         for member, seconds, planned in moved:
-            logger.info(
+            logger.log(
+                self._drop_level,
                 "%s takes %.1f s a fold (planned %.1f s): queued after the cheaper "
                 "members",
                 member,

@@ -245,8 +245,8 @@ def requeue(
     would now take over ``budget.DEAR_SHARE`` of the ``left`` seconds to the
     last start on ``slots`` actors (:func:`ensemble.budget.is_dear`), they go
     where the plan puts such a member: after every member that is not dear,
-    among the dear ones by cost (:func:`ensemble.budget.priority`). A member
-    is only ever moved back, never ahead; ties keep their order.
+    among the dear ones by time box and cost (:func:`ensemble.budget.priority`).
+    A member is only ever moved back, never ahead; ties keep their order.
 
     Returns
     -------
@@ -261,8 +261,8 @@ def requeue(
         waiting = sum(t.member == member for t in pending)
         if not is_dear(seconds, waiting, slots, left):
             continue
-        back = priority(0, seconds, dear=True)
         for i, t in enumerate(pending):
+            back = priority(0, seconds, dear=True, boxed=t.time_boxed)
             if t.member == member and t.priority < back:
                 if not moved or moved[-1][0] != member:
                     moved.append((member, seconds, t.cost))

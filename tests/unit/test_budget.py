@@ -142,6 +142,16 @@ def test_value_order_and_priority():
     assert cat < mlp
     assert p(mlp, 27.0, dear=True) < p(cat, 68.0, dear=True)
     assert p(cat, 27.0, dear=True) == p(mlp, 27.0, dear=True)
+    # among the dear, the time-boxed ones (they end every fold) go first: on
+    # fars LightGBM (66 s a fold) before linear (36 s), whose folds, a little
+    # over their estimate, would not all end and be dropped
+    lgbm, linear = (
+        budget.value_rank("lgbm", "lgbm"),
+        budget.value_rank("linear", "linear"),
+    )
+    assert p(lgbm, 66.0, dear=True, boxed=True) < p(linear, 36.0, dear=True)
+    assert p(lgbm, 66.0, dear=True, boxed=True) < p(lgbm, 67.0, dear=True, boxed=True)
+    assert p(last, 1e6) < p(0, 0.0, dear=True, boxed=True)
 
 
 def test_a_portfolio_configuration_costs_its_factor_times_its_default():
