@@ -147,13 +147,6 @@ VALUE_ORDER = (
     "hgb",
     "knn",
 )
-#: A member whose folds measure this many times their planned cost or more
-#: (a finished fold, or one still running that long) is queued again by the
-#: measured cost, as if it had been planned on it: at bead57c, fars' linear
-#: took 36-58 s a fold against 2.4 s planned and pendigits' CatBoost 62 s
-#: against 18 s; each kept its early place and the plan then dropped the
-#: cheaper members behind it (8 of 10 on fars; et, rf, knn, hgb on pendigits).
-OVERRUN = 2.0
 #: Under a deadline, a member whose folds would take more than this share of
 #: the fits' window (on all the slots) is queued after every member that would
 #: not, the dear ones cheapest first: at fd77007, CatBoost's 26-class folds

@@ -121,9 +121,6 @@ class FitPool:
     can no longer start every fold by ``start_by`` or end them by
     ``finish_by`` is dropped at once, its running folds are stopped (their
     processes killed), and its slots go to the members that can still finish.
-    Before that, a member whose folds measure far over their planned cost is
-    queued again by the measured one (:func:`ensemble.schedule.requeue`), so
-    the members it would have crowded out go first.
     A time-boxed learner's fold is sent with its share of the time left to
     ``finish_by`` (:func:`ensemble.budget.time_box`) and stops there with the
     rounds so far (``FitResult.truncated``).
@@ -197,7 +194,7 @@ class FitPool:
         logger.info(
             "fitting %d tasks on %d CPU and %d GPU slots", len(tasks), n_cpu, n_gpu
         )
-        self.pending = sorted(tasks, key=schedule.queue_order)
+        self.pending = sorted(tasks, key=_queue_order)
         self.free = list(self.slots)
         self.running: dict[Any, tuple[_Slot, FitTask]] = {}
         self.dispatched: dict[Any, float] = {}  # ref -> time.monotonic() sent
@@ -332,7 +329,7 @@ class FitPool:
             self._fail(task, f"its process died {n} times: {describe(exc)}")
         else:
             self.pending.append(task)
-            self.pending.sort(key=schedule.queue_order)  # stable: ties keep their order
+            self.pending.sort(key=_queue_order)  # stable: ties keep their order
 
     def _fail(self, task: FitTask, reason: str) -> None:
         logger.warning("%s", BaseLearnerFailed(task.member, task.fold, reason))
@@ -351,14 +348,10 @@ class FitPool:
         if self.start_by is None or not self.pending:
             return
         now = time.monotonic()
-        running = [
-            (t, now - self.dispatched[ref]) for ref, (_, t) in self.running.items()
-        ]
-        self._requeue(running, now)
         n_done = Counter(r.member for r in self.results)
         drop = schedule.doomed(
             self.pending,
-            running,
+            [(t, now - self.dispatched[ref]) for ref, (_, t) in self.running.items()],
             self.estimates,
             cpu_slots=len(self.slots) - self.n_gpu_slots,
             gpu_slots=self.n_gpu_slots,
@@ -386,26 +379,6 @@ class FitPool:
                 # in Ray's queue the moment it takes.
                 ray.cancel(ref)
                 self.free.append(slot)
-
-    def _requeue(self, running: list[tuple[FitTask, float]], now: float) -> None:
-        """Queue an overrunning member's waiting folds by their measured cost."""
-        assert self.start_by is not None
-        self.pending, moved = schedule.requeue(
-            self.pending,
-            running,
-            self.estimates,
-            slots=len(self.slots),
-            left=self.start_by - now,
-        )
-        for member, seconds, planned in moved:
-            logger.log(
-                self._drop_level,
-                "%s takes %.1f s a fold (planned %.1f s): queued after the cheaper "
-                "members",
-                member,
-                seconds,
-                planned,
-            )
 
     def _outcome(self) -> FitOutcome:
         if self.pending:
@@ -437,6 +410,10 @@ def _stop(refs: list[Any]) -> None:
     _, left = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
     for ref in left:
         ray.cancel(ref, force=True)
+
+
+def _queue_order(t: FitTask) -> tuple[float, float]:
+    return (t.priority, -t.cost)
 
 
 def _plan_slots(tasks: Sequence[FitTask], cpus_per_fit: int) -> tuple[int, int]:

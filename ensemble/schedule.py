@@ -23,13 +23,12 @@ import heapq
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from .budget import MIN_BOX_FRACTION, OVERRUN, is_dear, priority, time_box
-from .specs import FitTask
+from .budget import MIN_BOX_FRACTION, time_box
 
-__all__ = ["Estimates", "Task", "doomed", "overrunning", "queue_order", "requeue"]
+__all__ = ["Estimates", "Task", "doomed"]
 
 
 class Task(Protocol):
@@ -187,89 +186,6 @@ def doomed(
 
         keep = min(order, key=alone)
         return [m for m in order if m != keep]
-
-
-def overrunning(
-    pending: Iterable[Task],
-    running: Iterable[tuple[Task, float]],
-    estimates: Estimates,
-) -> dict[str, float]:
-    """Members with folds waiting that take ``budget.OVERRUN`` x their plan or more.
-
-    The evidence is a finished fold (the member's own, or the learner's ratio:
-    :meth:`Estimates.seconds`) or a fold of the member that has run that long.
-    The value is the seconds a waiting fold is now expected to take: the
-    queue placed the member by its planned ``cost``, and the fit stage moves
-    it back by this one (:meth:`ensemble.pool.FitPool`), so cheaper members
-    queued behind it are not dropped for it.
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace as T
-    >>> linear = [T(member="linear", learner="linear", cost=2.0) for _ in range(3)]
-    >>> overrunning(linear[2:], [(linear[0], 3.0)], Estimates())
-    {}
-    >>> overrunning(linear[2:], [(linear[0], 30.0), (linear[1], 36.0)], Estimates())
-    {'linear': 36.0}
-    """
-    floor: dict[str, float] = {}
-    for task, elapsed in running:
-        floor[task.member] = max(floor.get(task.member, 0.0), elapsed)
-    over: dict[str, float] = {}
-    for task in pending:
-        if task.member in over or task.cost <= 0:
-            continue
-        seconds = max(estimates.seconds(task), floor.get(task.member, 0.0))
-        if seconds >= OVERRUN * task.cost:
-            over[task.member] = seconds
-    return over
-
-
-def queue_order(task: FitTask) -> tuple[float, float]:
-    """Sort key of the fit queue: by priority, then the dearest first."""
-    return (task.priority, -task.cost)
-
-
-def requeue(
-    pending: Sequence[FitTask],
-    running: Iterable[tuple[Task, float]],
-    estimates: Estimates,
-    *,
-    slots: int,
-    left: float,
-) -> tuple[list[FitTask], list[tuple[str, float, float]]]:
-    """The queue with each overrunning, now dear member moved back.
-
-    The queue placed a member by its planned cost. When its folds measure
-    ``budget.OVERRUN`` times that (:func:`overrunning`) and its waiting folds
-    would now take over ``budget.DEAR_SHARE`` of the ``left`` seconds to the
-    last start on ``slots`` actors (:func:`ensemble.budget.is_dear`), they go
-    where the plan puts such a member: after every member that is not dear,
-    among the dear ones by time box and cost (:func:`ensemble.budget.priority`).
-    A member is only ever moved back, never ahead; ties keep their order.
-
-    Returns
-    -------
-    pending : list of FitTask
-        The queue, re-sorted when a member moved.
-    moved : list of (str, float, float)
-        Each member moved: its expected and its planned seconds a fold.
-    """
-    pending = list(pending)
-    moved: list[tuple[str, float, float]] = []
-    for member, seconds in overrunning(pending, running, estimates).items():
-        waiting = sum(t.member == member for t in pending)
-        if not is_dear(seconds, waiting, slots, left):
-            continue
-        for i, t in enumerate(pending):
-            back = priority(0, seconds, dear=True, boxed=t.time_boxed)
-            if t.member == member and t.priority < back:
-                if not moved or moved[-1][0] != member:
-                    moved.append((member, seconds, t.cost))
-                pending[i] = replace(t, priority=back)
-    if moved:
-        pending.sort(key=queue_order)
-    return pending, moved
 
 
 @dataclass(frozen=True)

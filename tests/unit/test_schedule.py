@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 
-from ensemble.budget import priority, time_box
-from ensemble.schedule import Estimates, doomed, overrunning, queue_order, requeue
-from ensemble.specs import FitTask
+from ensemble.budget import time_box
+from ensemble.schedule import Estimates, doomed
 
 
 @dataclass(frozen=True)
@@ -211,56 +210,3 @@ def test_the_folds_of_one_wave_get_the_same_box():
         (60.0, 90.0),
     ]
     assert not any(s.short for s in slots)
-
-
-def _queue(*members: tuple[str, float, float], n: int = 5) -> list[FitTask]:
-    """Tasks of (member, planned seconds a fold, priority), in queue order."""
-    tasks = [
-        FitTask(m, m.split("_")[0], {}, k, cost, False, prio)
-        for m, cost, prio in members
-        for k in range(n)
-    ]
-    return sorted(tasks, key=queue_order)
-
-
-def test_an_overrunning_member_is_queued_after_the_cheaper_ones():
-    # fars at bead57c: linear planned 2.4 s a fold, measured 40 s; et (3 s) and
-    # knn behind it, CatBoost dear (planned 50 s a fold) at the back.
-    queue = _queue(
-        ("linear", 2.4, priority(4, 2.4)),
-        ("et", 3.0, priority(8, 3.0)),
-        ("knn", 1.0, priority(10, 1.0)),
-        ("cat", 50.0, priority(1, 50.0, dear=True)),
-    )
-    est = Estimates()
-    est.observe(queue[0], 40.0)  # linear fold 0 done
-    running = [(queue[1], 41.0)]  # linear fold 1 still running
-    pending = queue[2:]
-    got, moved = requeue(pending, running, est, slots=2, left=200.0)
-    assert moved == [("linear", 41.0, 2.4)]  # the running fold: longer yet
-    order = list(dict.fromkeys(t.member for t in got))
-    assert order == ["et", "knn", "linear", "cat"]  # among the dear, cheaper first
-    assert [t.fold for t in got if t.member == "linear"] == [2, 3, 4]
-    # with the window still long, 3 folds of 40 s on 2 slots are not dear: kept
-    got, moved = requeue(pending, running, est, slots=2, left=2000.0)
-    assert moved == [] and got == pending
-
-
-def test_a_running_fold_is_evidence_and_a_member_is_never_moved_ahead():
-    queue = _queue(("cat", 18.0, priority(1, 18.0)), ("rf", 2.0, priority(7, 2.0)))
-    running = [(queue[0], 30.0), (queue[1], 30.0)]  # under 2x: no evidence yet
-    assert overrunning(queue[2:], running, Estimates()) == {}
-    running = [(queue[0], 40.0), (queue[1], 40.0)]
-    assert overrunning(queue[2:], running, Estimates()) == {"cat": 40.0}
-    got, moved = requeue(queue[2:], running, Estimates(), slots=2, left=150.0)
-    assert [m for m, _, _ in moved] == ["cat"]
-    assert [t.member for t in got] == ["rf"] * 5 + ["cat"] * 3
-    # a member already behind that priority stays where it is
-    late = [replace(t, priority=99.0) for t in queue[2:5]]
-    assert requeue(late, running, Estimates(), slots=2, left=150.0) == (late, [])
-    # the learner's ratio is evidence for a member of the same learner
-    est = Estimates()
-    est.observe(T("lgbm", "lgbm", 4.0), 12.0)
-    assert overrunning(folds("lgbm_xt", 8.0, learner="lgbm"), [], est) == {
-        "lgbm_xt": 24.0
-    }
