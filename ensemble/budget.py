@@ -251,7 +251,7 @@ _MLP_MAX_EPOCHS = 60
 # in a --time-limit 300 run; regression factors on california.
 FIT_COST: dict[str, FitCost] = {
     # One-hot columns and a coefficient vector per class: per fold (5 folds of
-    # the whole table, no time limit, 2 fits at once, at 98f336e) adult 0.89 s,
+    # the whole table, no time limit, 2 fits at once, at f89e6da) adult 0.89 s,
     # krkopt (18 classes) 2.3 s, fars (8 classes, 29 columns one-hot to 426)
     # 59 s: 1.6 s per million raw cells on adult, 10-15x that per cell on 8-18
     # classes (the one-hot width, unknown to the plan, spreads it).

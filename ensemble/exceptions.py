@@ -7,6 +7,7 @@ catches ``EnsembleError`` at the edge and prints one line.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -112,24 +113,28 @@ if TYPE_CHECKING:
         """An estimator or fusion was used before ``fit``."""
 
 
+_MAKING = threading.Lock()  # one class, even when two threads ask at once
+
+
 def __getattr__(name: str) -> Any:
     # NotFittedError derives from scikit-learn's (sklearn's own checks catch
     # that one), and importing sklearn takes ~1.5 s: the CLI's usage errors,
     # `--help` and a Ray job's driver would wait for it. It is made on first use.
-    if name == "NotFittedError":
-        from sklearn.exceptions import NotFittedError as sk_not_fitted
+    if name != "NotFittedError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _MAKING:
+        if name not in globals():
+            from sklearn.exceptions import NotFittedError as sk_not_fitted
 
-        cls = type(
-            "NotFittedError",
-            (EnsembleError, sk_not_fitted),
-            {
-                "__doc__": "An estimator or fusion was used before ``fit``.",
-                "__module__": __name__,
-            },
-        )
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            globals()[name] = type(
+                "NotFittedError",
+                (EnsembleError, sk_not_fitted),
+                {
+                    "__doc__": "An estimator or fusion was used before ``fit``.",
+                    "__module__": __name__,
+                },
+            )
+    return globals()[name]
 
 
 class BaseLearnerFailed(EnsembleError, RuntimeError):

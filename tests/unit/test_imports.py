@@ -39,3 +39,23 @@ def test_not_fitted_error_is_ours_and_scikit_learns():
         from ensemble import exceptions
 
         exceptions.Nope  # noqa: B018
+
+
+def test_threads_asking_at_once_get_one_not_fitted_error():
+    # Made on first use: two classes would make `except NotFittedError` miss.
+    code = (
+        "import threading\n"
+        "from ensemble import exceptions\n"
+        "go, got = threading.Barrier(8), []\n"
+        "def ask():\n"
+        "    go.wait()\n"
+        "    got.append(exceptions.NotFittedError)\n"
+        "ts = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in ts]\n"
+        "[t.join() for t in ts]\n"
+        "print(len(got), len({id(c) for c in got}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["8", "1"]
