@@ -141,8 +141,8 @@ def test_no_wait_returns_the_job_id_at_once(head, table, tmp_path):
     ],
 )
 def test_submit_usage_errors_are_one_line(args, message, monkeypatch):
-    # In the process (a CLI subprocess costs ~2 s of imports); that the one line
-    # goes to stderr of a real process is the next test.
+    # In the process, without a subprocess per case; that the one line goes to
+    # a real process's stderr is the next test.
     from typer.testing import CliRunner
 
     from ensemble.cli import app
