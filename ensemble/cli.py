@@ -580,10 +580,11 @@ def predict(
     _setup_logging(level)
     try:
         load(run_dir, model, load_models=False)  # fails before Ray starts
-        local = is_small(data)  # predicted here: Ray would only add seconds
+        rows = parquet_rows(data)  # None for CSV: the bar has no total
+        local = is_small(data, rows)  # predicted here: Ray would only add seconds
         started = False if local else runtime.connect(address, verbose=level)
         progress = _progress()
-        task = progress.add_task("rows", total=parquet_rows(data))
+        task = progress.add_task("rows", total=rows)
 
         def on_batch(done: int) -> None:
             if level >= 1 and not progress.live.is_started:

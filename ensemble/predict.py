@@ -107,17 +107,20 @@ def parquet_rows(data: str) -> int | None:
         return None
 
 
-def is_small(data: str) -> bool:
+def is_small(data: str, rows: int | None = None) -> bool:
     """Whether ``data`` is predicted in the driver, without Ray.
 
     Up to :data:`LOCAL_ROWS` rows of Parquet, or :data:`LOCAL_CSV_BYTES` of
     CSV/TSV. A missing file is not small (reading it gives the error).
+    ``rows``: the Parquet input's :func:`parquet_rows`, when the caller has
+    counted them already (the metadata is then not read again).
     """
     p = Path(data)
     if not p.exists():
         return False
     if _is_parquet(p):
-        rows = parquet_rows(data)  # None: unreadable, and reading it here says so
+        if rows is None:
+            rows = parquet_rows(data)  # None: unreadable; reading it says so
         return rows is None or rows <= LOCAL_ROWS
     return p.stat().st_size <= LOCAL_CSV_BYTES
 

@@ -85,6 +85,9 @@ def test_small_inputs_counted_in_rows_of_parquet_and_bytes_of_csv(
     monkeypatch.setattr(predict, "LOCAL_ROWS", 299)
     monkeypatch.setattr(predict, "LOCAL_CSV_BYTES", csv.stat().st_size - 1)
     assert not is_small(str(src)) and not is_small(str(csv))
+    # rows the caller counted already are used as they are (the CLI's bar)
+    assert predict.parquet_rows(str(src)) == 300
+    assert is_small(str(src), rows=299) and not is_small(str(src), rows=300)
 
 
 @pytest.mark.parametrize("model", ["linear", "lgbm", "stacking_lgbm", "mlp", "neural"])
