@@ -72,6 +72,18 @@ def test_the_refit_gets_its_window_before_the_tables_and_keeps_its_order():
     assert budget.refit_seconds([], n_folds=5, slots=2) == 0.0
 
 
+def test_fits_that_overran_cut_the_refit_not_the_fusions():
+    b = Budget(0.0, 300.0, fusion_s=40.0).with_refit(45.0)
+    assert b.fits_finish_by == pytest.approx(300 - 4.5 - 40 - 45)
+    # on time, each keeps its window
+    assert b.fusions_finish_by(now=b.fits_finish_by) == pytest.approx(250.5)
+    # 30 s late: the fusions still get their 40 s, the refit the 15 s left
+    assert b.fusions_finish_by(now=240.5) == pytest.approx(280.5)
+    # later still: the fusions end at the tables' time, no later
+    assert b.fusions_finish_by(now=270.0) == pytest.approx(295.5)
+    assert b.refit_finish_by == pytest.approx(295.5)
+
+
 def test_no_time_left_to_refit_keeps_the_members_on_their_fold_models():
     from types import SimpleNamespace
 
