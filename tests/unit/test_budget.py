@@ -72,21 +72,39 @@ def test_the_refit_gets_its_window_before_the_tables_and_keeps_its_order():
     assert budget.refit_seconds([], n_folds=5, slots=2) == 0.0
 
 
-def test_fits_that_ended_late_share_what_is_left_between_fusions_and_refit():
+def test_fits_that_ended_late_leave_the_fusions_their_floor_and_the_refit_the_rest():
     b = Budget(0.0, 300.0, fusion_s=40.0).with_refit(45.0)
     assert b.fits_finish_by == pytest.approx(300 - 10.5 - 40 - 45)
-    # on time, each keeps its window; early, the fusions may use the extra
+    # on time, each keeps its window
     assert b.fusions_finish_by(now=b.fits_finish_by) == pytest.approx(244.5)
-    assert b.fusions_finish_by(now=100.0) == pytest.approx(244.5)
-    # 36 s late: the 49 s left are shared 40:45
-    assert b.fusions_finish_by(now=240.5) == pytest.approx(240.5 + 49 * 40 / 85)
-    # later still: the cheap fusions' floor (15 s)
-    assert b.fusions_finish_by(now=270.0) == pytest.approx(285.0)
+    # 36 s late: the fusions get the floor (7% of the limit, at most 20 s)
+    assert b.fusions_finish_by(now=240.5) == pytest.approx(260.5)
     assert b.refit_finish_by == pytest.approx(289.5)
-    # without a refit, the fusions get everything up to the tables
-    assert Budget(0.0, 300.0, fusion_s=40.0).fusions_finish_by(
-        now=260.0
-    ) == pytest.approx(289.5)
+
+
+def test_refits_go_most_fold_models_first_then_cheapest_first():
+    from types import SimpleNamespace as NS
+
+    from ensemble.pool import _queue_order
+    from ensemble.refit import _tasks
+
+    def fold(s: float) -> NS:
+        return NS(fit_s=s, predict_s=0.0)
+
+    runs = {
+        "lgbm_xt": [fold(9.0)] * 5,
+        "et": [fold(2.0)] * 5,
+        "mlp": [fold(16.0)] * 5,
+        "lgbm": [fold(30.0)] * 10,  # repeated: 10 fold models
+    }
+    fitted = NS(
+        specs=[NS(name=m, learner=m.split("_")[0], params={}) for m in runs],
+        of=lambda m: runs[m],
+    )
+    ctx = NS(config=NS(n_folds=5))
+    tasks = _tasks(ctx, fitted, list(runs))  # type: ignore[arg-type]
+    order = [t.member for t in sorted(tasks, key=_queue_order)]
+    assert order == ["lgbm", "et", "lgbm_xt", "mlp"]
 
 
 def test_no_time_left_to_refit_keeps_the_members_on_their_fold_models():
@@ -108,7 +126,7 @@ def test_the_fusion_floor_after_fits_that_overran():
     late = Budget(time.monotonic() - 400, 300)
     finish_by = late.fusions_finish_by()
     assert finish_by is not None
-    assert finish_by - time.monotonic() == pytest.approx(15.0, abs=0.5)
+    assert finish_by - time.monotonic() == pytest.approx(20.0, abs=0.5)
     unlimited = Budget(time.monotonic(), None)
     assert unlimited.fusions_finish_by() is None
     assert unlimited.fits_start_by is None and unlimited.fits_finish_by is None
@@ -197,9 +215,10 @@ def test_repeat_candidates_are_the_strongest_members():
 
 
 def test_fusions_are_scored_cheapest_first_and_their_time_estimated():
-    keys = ["two_level", "mine", "neural", "average", "stacking"]
+    keys = ["two_level", "mine", "neural", "stacking", "average", "stacking_nonneg"]
     assert budget.fusion_order(keys) == [
         "average",
+        "stacking_nonneg",
         "stacking",
         "neural",
         "two_level",
