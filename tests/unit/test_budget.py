@@ -41,27 +41,27 @@ def test_stage_instants_leave_the_fusions_and_the_writing_their_time():
     b = Budget(0.0, 300.0, fusion_s=20.0)
     finish_by, start_by = b.fits_finish_by, b.fits_start_by
     assert finish_by is not None and start_by is not None
-    # writing keeps 3.5% (10.5 s), the fusions their estimate
-    assert finish_by == pytest.approx(300 - 10.5 - 20)
+    # writing keeps 1.5% (4.5 s), the fusions their estimate
+    assert finish_by == pytest.approx(300 - 4.5 - 20)
     assert start_by == pytest.approx(finish_by - 0.015 * 300)
-    assert b.fusions_finish_by(now=finish_by) == pytest.approx(300 - 10.5)
+    assert b.fusions_finish_by(now=finish_by) == pytest.approx(300 - 4.5)
     # the fusions' window stays within 3% and 15% of the limit
-    assert Budget(0.0, 300.0, fusion_s=0.0).fits_finish_by == pytest.approx(280.5)
-    assert Budget(0.0, 300.0, fusion_s=1e4).fits_finish_by == pytest.approx(244.5)
-    assert b.with_fusions(1e4).fits_finish_by == pytest.approx(244.5)
+    assert Budget(0.0, 300.0, fusion_s=0.0).fits_finish_by == pytest.approx(286.5)
+    assert Budget(0.0, 300.0, fusion_s=1e4).fits_finish_by == pytest.approx(250.5)
+    assert b.with_fusions(1e4).fits_finish_by == pytest.approx(250.5)
 
 
 def test_the_refit_gets_its_window_before_the_tables_and_keeps_its_order():
     b = Budget(0.0, 300.0, fusion_s=20.0).with_refit(30.0)
     # the refit's window moves the fits and the fusions 30 s earlier
-    assert b.fits_finish_by == pytest.approx(300 - 10.5 - 20 - 30)
-    assert b.fusions_finish_by(now=0.0) == pytest.approx(300 - 10.5 - 30)
-    assert b.refit_finish_by == pytest.approx(300 - 10.5)
+    assert b.fits_finish_by == pytest.approx(300 - 4.5 - 20 - 30)
+    assert b.fusions_finish_by(now=0.0) == pytest.approx(300 - 4.5 - 30)
+    assert b.refit_finish_by == pytest.approx(300 - 4.5)
     # both windows survive resizing either; the refit's stays within 15%
     assert b.with_fusions(20.0) == b and b.with_refit(30.0) == b
-    assert Budget(0.0, 300.0).with_refit(1e4).refit_finish_by == pytest.approx(289.5)
+    assert Budget(0.0, 300.0).with_refit(1e4).refit_finish_by == pytest.approx(295.5)
     assert Budget(0.0, 300.0).with_refit(1e4).fits_finish_by == pytest.approx(
-        300 - 10.5 - 9 - 45
+        300 - 4.5 - 9 - 45
     )
     assert Budget(0.0, None).with_refit(30.0).refit_finish_by is None
     # a refit takes n/(n-1) of a mean fold and its overhead, with slack; the
@@ -74,12 +74,12 @@ def test_the_refit_gets_its_window_before_the_tables_and_keeps_its_order():
 
 def test_fits_that_ended_late_leave_the_fusions_their_floor_and_the_refit_the_rest():
     b = Budget(0.0, 300.0, fusion_s=40.0).with_refit(45.0)
-    assert b.fits_finish_by == pytest.approx(300 - 10.5 - 40 - 45)
+    assert b.fits_finish_by == pytest.approx(300 - 4.5 - 40 - 45)
     # on time, each keeps its window
-    assert b.fusions_finish_by(now=b.fits_finish_by) == pytest.approx(244.5)
+    assert b.fusions_finish_by(now=b.fits_finish_by) == pytest.approx(250.5)
     # 36 s late: the fusions get the floor (7% of the limit, at most 20 s)
-    assert b.fusions_finish_by(now=240.5) == pytest.approx(260.5)
-    assert b.refit_finish_by == pytest.approx(289.5)
+    assert b.fusions_finish_by(now=246.5) == pytest.approx(266.5)
+    assert b.refit_finish_by == pytest.approx(295.5)
 
 
 def test_refits_go_most_fold_models_first_then_cheapest_first():
