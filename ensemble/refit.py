@@ -124,10 +124,10 @@ def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]
 
     A member left on its fold models predicts with all of them, so under a
     deadline the refits that save the most prediction go first (the repeated
-    members); then the cheapest: a short window then refits the most members
-    (dearest first, pendigits' boosters took its window at 0d1d474, their
-    refits were cut by their time boxes and discarded, and ExtraTrees, 2 s a
-    fold, was never refitted).
+    members); then the cheapest, so a short window refits the most members
+    (dearest first, pendigits' boosters took the window, their refits were
+    cut by their time boxes and discarded, and ExtraTrees, 2 s a fold, was
+    never refitted).
     """
     specs = {s.name: s for s in fitted.specs}
     n = ctx.config.n_folds
