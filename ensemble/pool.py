@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from . import budget, schedule
+from . import budget, schedule, storage
 from .exceptions import (
     BaseLearnerFailed,
     DataError,
@@ -410,6 +410,12 @@ def _stop(refs: list[Any]) -> None:
     _, left = ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
     for ref in left:
         ray.cancel(ref, force=True)
+    if left:
+        # a killed fit leaves its model's upload folder (URI runs): once its
+        # process is gone, the folders of this node go now, others' at their
+        # node's next upload
+        ray.wait(left, num_returns=len(left), timeout=STOP_GRACE_S)
+        storage.sweep_model_staging()
 
 
 def _queue_order(t: FitTask) -> tuple[float, float]:

@@ -34,6 +34,7 @@ __all__ = [
     "join",
     "local_copy",
     "remove",
+    "sweep_model_staging",
     "upload",
 ]
 
@@ -253,9 +254,46 @@ def save_tree(target: str, write: Any) -> None:
     if not is_uri(target):
         write(target)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="ensemble-model-"))
+    sweep_model_staging()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{MODEL_STAGING}{os.getpid()}-"))
     try:
         write(str(tmp / "m"))
         upload(tmp / "m", target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Prefix of a fold model's local folder before its upload, followed by the
+#: pid of the process writing it: a fit killed mid-upload (Ctrl-C on the run,
+#: a fit past its deadline) cannot remove its own, and the pid says it is gone.
+MODEL_STAGING = "ensemble-model-"
+
+
+def sweep_model_staging() -> list[str]:
+    """Remove the model upload folders of processes that no longer exist.
+
+    Called before each upload and by the fit pool once it has stopped its
+    fits, so a killed fit's folder goes on the next save on that node.
+
+    Returns
+    -------
+    list of str
+        Names of the folders removed from the temporary folder.
+    """
+    removed = []
+    for entry in Path(tempfile.gettempdir()).glob(MODEL_STAGING + "*"):
+        pid = entry.name[len(MODEL_STAGING) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
