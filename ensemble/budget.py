@@ -407,6 +407,11 @@ class Budget:
         return min(REFIT_SHARE * self.limit, self.refit_s)
 
     @property
+    def refit_cap(self) -> float | None:
+        """The refit window's largest size (:data:`REFIT_SHARE` of the limit)."""
+        return None if self.limit is None else REFIT_SHARE * self.limit
+
+    @property
     def fits_finish_by(self) -> float | None:
         """Every fit should have ended by this; then the fusions start."""
         if self.end is None:
@@ -477,7 +482,12 @@ class Budget:
         return MAX_SEARCH_SHARE * left
 
 
-def refit_seconds(fold_seconds: Iterable[float], n_folds: int, slots: int) -> float:
+def refit_seconds(
+    fold_seconds: Iterable[float],
+    n_folds: int,
+    slots: int,
+    cap: float | None = None,
+) -> float:
     """Expected wall seconds of refitting members on every row.
 
     A refit trains on ``n_folds / (n_folds - 1)`` times a fold's rows; the
@@ -485,6 +495,11 @@ def refit_seconds(fold_seconds: Iterable[float], n_folds: int, slots: int) -> fl
 
     Each refit takes ``n_folds / (n_folds - 1)`` of a fold's time and
     :data:`REFIT_OVERHEAD_S` more; the window is :data:`REFIT_SLACK` times that.
+    A member whose own refit, with that slack, would outlast ``cap`` (the
+    window's largest size) is left out: it keeps its fold models however large
+    the window, so sizing the window for it would only take the time from the
+    fusions (krkopt's LightGBM, 18 classes, 45 s a fold: its refit was never
+    started and the run ended 18 s early).
 
     Examples
     --------
@@ -493,11 +508,16 @@ def refit_seconds(fold_seconds: Iterable[float], n_folds: int, slots: int) -> fl
     >>> # the MLP's refit bounds it
     >>> round(refit_seconds([40.0, 1.0], n_folds=5, slots=2), 2)
     61.2
+    >>> # ... unless it cannot fit in a 45 s window: the cheap one's is sized
+    >>> round(refit_seconds([40.0, 1.0], n_folds=5, slots=2, cap=45.0), 2)
+    2.7
     >>> refit_seconds([], n_folds=5, slots=2)
     0.0
     """
     scale = n_folds / max(n_folds - 1, 1)
     times = [scale * t + REFIT_OVERHEAD_S for t in fold_seconds]
+    if cap is not None:
+        times = [t for t in times if REFIT_SLACK * t <= cap]
     return REFIT_SLACK * max(sum(times) / max(slots, 1), max(times, default=0.0))
 
 

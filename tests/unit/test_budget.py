@@ -107,6 +107,35 @@ def test_refits_go_most_fold_models_first_then_cheapest_first():
     assert order == ["lgbm", "et", "lgbm_xt", "mlp"]
 
 
+def test_a_refit_costs_its_folds_fit_time_not_their_predictions():
+    from types import SimpleNamespace as NS
+
+    from ensemble.refit import _tasks
+
+    # krkopt's LightGBM: 45 s to fit a fold, 33 s to predict its 26,000 trees
+    runs = {"lgbm": [NS(fit_s=45.0, predict_s=33.0)] * 5}
+    fitted = NS(
+        specs=[NS(name="lgbm", learner="lgbm", params={})], of=lambda m: runs[m]
+    )
+    (task,) = _tasks(NS(config=NS(n_folds=5)), fitted, ["lgbm"])  # type: ignore[arg-type]
+    assert task.cost == pytest.approx(45.0 * 5 / 4)
+
+
+def test_the_refit_window_is_not_sized_for_a_refit_that_cannot_fit_in_it():
+    # krkopt at 300 s: LightGBM's refit (45 s a fold) outlasts the 45 s cap
+    with_lgbm = budget.refit_seconds([45.0, 1.5, 4.2], n_folds=5, slots=2)
+    assert with_lgbm > 45.0
+    cheap = budget.refit_seconds([1.5, 4.2], n_folds=5, slots=2)
+    capped = budget.refit_seconds([45.0, 1.5, 4.2], n_folds=5, slots=2, cap=45.0)
+    assert capped == pytest.approx(cheap) and cheap < 10.0
+    # a member just inside the cap still counts
+    assert budget.refit_seconds([28.0], 5, 2, cap=45.0) == pytest.approx(
+        budget.REFIT_SLACK * (28.0 * 1.25 + 1.0)
+    )
+    assert Budget(0.0, 300.0).refit_cap == pytest.approx(45.0)
+    assert Budget(0.0, None).refit_cap is None
+
+
 def test_no_time_left_to_refit_keeps_the_members_on_their_fold_models():
     from types import SimpleNamespace
 
