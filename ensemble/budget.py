@@ -456,6 +456,26 @@ class Budget:
         now = time.monotonic() if now is None else now
         return max(self.end - self._write_s - self._refit_window, now + floor)
 
+    def fusions_extended_by_refit(self, refit_s: float) -> float | None:
+        """The fusions' deadline when the refit needs only ``refit_s``.
+
+        The refit's window is sized for every member, but only the chosen
+        model's are refitted: once the fusions that finished show which
+        members the best of them uses, the fusions still running may take the
+        rest (adult at ``3d918c6``: ``neural`` and ``two_level`` were stopped
+        and the run ended 15 s early, the window sized for ten refits, four
+        used). Never earlier than :meth:`fusions_finish_by`.
+
+        Examples
+        --------
+        >>> b = Budget(0.0, 300.0, fusion_s=20.0).with_refit(40.0)
+        >>> b.fusions_finish_by(now=200.0), b.fusions_extended_by_refit(10.0)
+        (255.5, 285.5)
+        """
+        if self.end is None or self.limit is None:
+            return None
+        return self.end - self._write_s - min(self._refit_window, refit_s)
+
     def with_fusions(self, fusion_s: float) -> Budget:
         """The same budget with the fusions' window sized for ``fusion_s``."""
         return Budget(self.start, self.limit, fusion_s, self.refit_s)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,6 +92,7 @@ def fuse_all(
     *,
     metric: str,
     finish_by: float | None = None,
+    extend: Callable[[list[FusionOutcome]], float | None] | None = None,
 ) -> list[FusionOutcome]:
     """Score, refit and apply every fusion, one Ray task per fusion.
 
@@ -109,6 +110,9 @@ def fuse_all(
     finish_by : float, optional
         ``time.monotonic()`` by which fusions must be done; the unfinished
         ones are cancelled and left out.
+    extend : callable, optional
+        Called with the fusions finished so far after each one; a later
+        instant it returns becomes the deadline.
 
     Returns
     -------
@@ -134,4 +138,9 @@ def fuse_all(
             out[key] = ray.get(done[0])
         except ray.exceptions.RayTaskError as exc:
             logger.warning("fusion %s failed: %s", key, describe(exc))
+            continue
+        later = extend(list(out.values())) if extend and finish_by else None
+        if later is not None and finish_by is not None and later > finish_by:
+            logger.info("fusions may run %.1f s longer", later - finish_by)
+            finish_by = later
     return [out[k] for k, _ in specs if k in out]

@@ -57,16 +57,19 @@ class Refitted:
     results: list[FitResult] = field(default_factory=list)
 
 
-def refit_seconds(ctx: RunContext, fitted: Fitted) -> float:
-    """Expected wall seconds of refitting every member of ``fitted``.
+def refit_seconds(
+    ctx: RunContext, fitted: Fitted, members: list[str] | None = None
+) -> float:
+    """Expected wall seconds of refitting ``members`` (default: every one).
 
     A refit trains on ``folds / (folds - 1)`` times a fold's rows, so it takes
     that much longer than the member's measured mean fold; the refits share
     the cluster's slots.
     """
     n = ctx.config.n_folds
+    names = [s.name for s in fitted.specs] if members is None else members
     per_member = [
-        float(np.mean([r.fit_s for r in fitted.of(s.name)])) for s in fitted.specs
+        float(np.mean([r.fit_s for r in fitted.of(m)])) for m in names if fitted.of(m)
     ]
     return budget_mod.refit_seconds(
         per_member, n, max(fitted.slots, 1), cap=ctx.budget.refit_cap

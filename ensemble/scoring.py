@@ -11,15 +11,18 @@ models the chosen model does not need are let go.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import leaderboard as lb
+from . import refit
 from .artifacts import RunDirectory
 from .context import RunContext
 from .members import Fitted
+from .metrics import to_loss
 from .specs import FusionOutcome
 
 __all__ = ["Scored", "score"]
@@ -62,7 +65,7 @@ def score(ctx: RunContext, fitted: Fitted) -> Scored:
     oof = _write_oof(ctx, fitted, names, cols)
     P = lb.stack_oof(oof, names, ctx.train_rows, cols)  # (n, m[, K]), from oof/
     H = np.stack([lb.member_holdout(fitted.of(m)) for m in names], axis=1)
-    fused = _fuse(ctx, P, H, len(names))
+    fused = _fuse(ctx, fitted, P, H, names)
     board, fold_scores = _score(ctx, fitted, names, P, H, fused)
     best = lb.choose(board, fold_scores)
     board["best"] = board["model"] == best
@@ -111,12 +114,15 @@ def _write_oof(
 
 
 def _fuse(
-    ctx: RunContext, P: np.ndarray, H: np.ndarray, n_members: int
+    ctx: RunContext, fitted: Fitted, P: np.ndarray, H: np.ndarray, names: list[str]
 ) -> list[FusionOutcome]:
     from .fuse import fuse_all, fusion_specs
 
     specs = fusion_specs(
-        ctx.config.fusions, metric=ctx.metric, seed=ctx.config.seed, n_members=n_members
+        ctx.config.fusions,
+        metric=ctx.metric,
+        seed=ctx.config.seed,
+        n_members=len(names),
     )
     if not specs:
         return []
@@ -131,7 +137,19 @@ def _fuse(
         data.X[ctx.holdout_rows],
         metric=ctx.metric,
         finish_by=ctx.budget.fusions_finish_by(),
+        extend=partial(_refit_aware_deadline, ctx, fitted, names)
+        if ctx.config.refit
+        else None,
     )
+
+
+def _refit_aware_deadline(
+    ctx: RunContext, fitted: Fitted, names: list[str], done: list[FusionOutcome]
+) -> float | None:
+    """The fusions' deadline sized for refitting the best fusion's members."""
+    best = min(done, key=lambda f: to_loss(ctx.metric, f.oof_score))
+    used = _used_members(best.key, done, names)
+    return ctx.budget.fusions_extended_by_refit(refit.refit_seconds(ctx, fitted, used))
 
 
 def _score(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from ensemble import budget
@@ -260,3 +261,38 @@ def test_fusions_are_scored_cheapest_first_and_their_time_estimated():
     # the dearest fusion bounds the wall whatever the CPUs
     big = budget.fusion_seconds(["neural"], 10_000, 5, 1, 64)
     assert big == pytest.approx(budget.FUSION_COST["neural"] * 0.05)
+
+
+def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
+    from types import SimpleNamespace as NS
+
+    from ensemble.scoring import _refit_aware_deadline
+    from ensemble.specs import FusionOutcome
+
+    runs = {
+        "a": [NS(fit_s=2.0)] * 5,
+        "b": [NS(fit_s=20.0)] * 5,
+        "c": [NS(fit_s=20.0)] * 5,
+    }
+    fitted = NS(specs=[NS(name=m) for m in runs], of=lambda m: runs[m], slots=2)
+    b = Budget(0.0, 300.0, fusion_s=20.0).with_refit(40.0)
+    ctx = NS(metric="log_loss", config=NS(n_folds=5), budget=b)
+
+    def outcome(key, loss, unused):
+        fusion = NS(unused_members=lambda: unused)
+        return FusionOutcome(key, loss, np.zeros(1), np.zeros(1), fusion, 1.0)
+
+    average = outcome("average", 0.5, [])
+    weighted = outcome("weighted", 0.3, [1, 2])  # only "a"
+    names = list(runs)
+    # all three members to refit: 1.2 * max((3.5 + 26 + 26) / 2, 26)
+    assert _refit_aware_deadline(ctx, fitted, names, [average]) == pytest.approx(
+        300 - 4.5 - 33.3
+    )
+    # the best so far uses only "a": its refit, 1.2 * 3.5 s, is all that is kept
+    assert _refit_aware_deadline(
+        ctx, fitted, names, [average, weighted]
+    ) == pytest.approx(300 - 4.5 - 4.2)
+    # never more than the window the budget kept
+    assert b.fusions_extended_by_refit(1e4) == pytest.approx(300 - 4.5 - 40)
+    assert Budget(0.0, None).fusions_extended_by_refit(5.0) is None
