@@ -54,8 +54,7 @@ def s3(tmp_path_factory):
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL": endpoint,
         # The AWS SDK in pyarrow otherwise asks the EC2 metadata address for a
-        # region and credentials; where that address hangs instead of refusing,
-        # this fixture's run took 160 s instead of 16 (as in ARROW-12810).
+        # region and credentials first (ARROW-12810).
         "AWS_EC2_METADATA_DISABLED": "true",
         "ENSEMBLE_CACHE": str(tmp_path_factory.mktemp("cache")),
     }
