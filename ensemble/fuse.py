@@ -139,8 +139,9 @@ def fuse_all(
         except ray.exceptions.RayTaskError as exc:
             logger.warning("fusion %s failed: %s", key, describe(exc))
             continue
-        later = extend(list(out.values())) if extend and finish_by else None
-        if later is not None and finish_by is not None and later > finish_by:
-            logger.info("fusions may run %.1f s longer", later - finish_by)
-            finish_by = later
+        if extend is not None and finish_by is not None:
+            later = extend(list(out.values()))
+            if later is not None and later > finish_by:
+                logger.info("fusions may run %.1f s longer", later - finish_by)
+                finish_by = later
     return [out[k] for k, _ in specs if k in out]

@@ -245,6 +245,12 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+#: Prefix of a fold model's local folder before its upload, followed by the
+#: pid of the process writing it: a fit killed mid-upload (Ctrl-C on the run,
+#: a fit past its deadline) cannot remove its own, and the pid says it is gone.
+MODEL_STAGING = "ensemble-model-"
+
+
 def save_tree(target: str, write: Any) -> None:
     """Call ``write(local_dir)`` and put the result at ``target`` (path or URI).
 
@@ -261,12 +267,6 @@ def save_tree(target: str, write: Any) -> None:
         upload(tmp / "m", target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-#: Prefix of a fold model's local folder before its upload, followed by the
-#: pid of the process writing it: a fit killed mid-upload (Ctrl-C on the run,
-#: a fit past its deadline) cannot remove its own, and the pid says it is gone.
-MODEL_STAGING = "ensemble-model-"
 
 
 def sweep_model_staging() -> list[str]:

@@ -9,17 +9,22 @@ import sys
 from ensemble import storage
 
 
-def test_a_dead_processes_upload_folder_is_swept_and_a_live_ones_kept(
-    tmp_path, monkeypatch
-):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    gone = subprocess.run(
+def _dead_pid() -> int:
+    """The pid of a process that has just exited."""
+    out = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    dead = tmp_path / f"{storage.MODEL_STAGING}{gone.stdout.strip()}-abc"
+    return int(out.stdout)
+
+
+def test_a_dead_processes_upload_folder_is_swept_and_a_live_ones_kept(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = tmp_path / f"{storage.MODEL_STAGING}{_dead_pid()}-abc"
     live = tmp_path / f"{storage.MODEL_STAGING}{os.getpid()}-def"
     other = tmp_path / f"{storage.MODEL_STAGING}noxyz"  # not named for a pid
     for d in (dead, live, other):
@@ -33,13 +38,7 @@ def test_a_dead_processes_upload_folder_is_swept_and_a_live_ones_kept(
 def test_save_tree_leaves_no_folder_and_sweeps_a_killed_fits(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stale = tmp_path / "tmp" / f"{storage.MODEL_STAGING}{gone.stdout.strip()}-x"
+    stale = tmp_path / "tmp" / f"{storage.MODEL_STAGING}{_dead_pid()}-x"
     stale.mkdir()
 
     def write(path):
