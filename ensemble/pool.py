@@ -183,7 +183,7 @@ class FitPool:
                     break  # nothing runs; what is left is held back by the plan
                 self._wait()
         finally:
-            _stop(list(self.running))
+            _stop([*self.running, *self.cancelled])
         return self._outcome()
 
     def _start(self, tasks: Sequence[FitTask]) -> None:
@@ -204,6 +204,7 @@ class FitPool:
         self.estimates = schedule.Estimates()
         self.n_folds = Counter(t.member for t in tasks)
         self.lost: Counter[tuple[str, int]] = Counter()  # process deaths per fit
+        self.cancelled: dict[Any, float] = {}  # dropped fit -> time.monotonic()
         self.results: list[FitResult] = []
         self.failed: dict[str, str] = {}
         self.skipped: set[str] = set()
@@ -284,6 +285,7 @@ class FitPool:
 
     def _wait(self) -> None:
         """Wait for one fit, or re-plan after a while without one."""
+        self._kill_ignored_cancels()
         timeout = budget.REPLAN_S if self.start_by is not None else None
         done, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
         if not done:  # no fit finished for a while: is a member overrunning?
@@ -312,6 +314,25 @@ class FitPool:
         if self.on_result is not None:
             self.on_result(result, len(self.results), self.n_tasks)
         self._replan()
+
+    def _kill_ignored_cancels(self) -> None:
+        """Kill the dropped fits still running ``STOP_GRACE_S`` after their cancel.
+
+        A polite cancel can be lost (Ray delivers it as an interrupt that a fit
+        may never see); such a fit would hold its CPU, unseen by the plan, until
+        it ended by itself, minutes later for a boosting run without early stop.
+        """
+        if not self.cancelled:
+            return
+        refs = list(self.cancelled)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        for ref in done:
+            del self.cancelled[ref]
+        now = time.monotonic()
+        for ref, when in list(self.cancelled.items()):
+            if now - when > STOP_GRACE_S:
+                ray.cancel(ref, force=True)
+                del self.cancelled[ref]
 
     # -- faults ---------------------------------------------------------------
     def _died(self, task: FitTask, exc: Exception) -> None:
@@ -378,6 +399,7 @@ class FitPool:
                 # tree, a batch): it cleans up, and the slot's next task waits
                 # in Ray's queue the moment it takes.
                 ray.cancel(ref)
+                self.cancelled[ref] = time.monotonic()
                 self.free.append(slot)
 
     def _outcome(self) -> FitOutcome:

@@ -102,3 +102,31 @@ def test_time_boxed_folds_keep_a_member_that_would_overrun(ray_session, tmp_path
     plain = _boxed_run(tmp_path / "plain", time_boxed=False)
     assert plain.skipped == ["lgbm"]
     assert {r.member for r in plain.results} == {"linear"}
+
+
+def test_a_dropped_fit_that_ignores_its_cancel_is_killed(
+    ray_session, tmp_path, monkeypatch
+):
+    """The unboxed lgbm's folds are dropped mid-fit; here the polite cancel
+    is lost (as Ray's interrupt can be). The pool kills them: once it returns,
+    both CPUs are free again, not held for minutes by 100,000 rounds."""
+    import ray
+
+    from ensemble import pool
+
+    polite, real_cancel = [], ray.cancel
+
+    def lossy_cancel(ref, *, force=False, **kw):
+        if not force:
+            polite.append(ref)  # delivered nowhere
+            return None
+        return real_cancel(ref, force=True, **kw)
+
+    monkeypatch.setattr(pool.ray, "cancel", lossy_cancel)
+    plain = _boxed_run(tmp_path / "plain", time_boxed=False)
+    assert plain.skipped == ["lgbm"] and polite  # its running folds were dropped
+    monkeypatch.undo()
+    end = time.monotonic() + 10
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.monotonic() < end, "a dropped fit still holds a CPU"
+        time.sleep(0.2)
