@@ -46,6 +46,12 @@ class FitContext:
         Wall seconds the fit may take (set by the fit stage under a time
         limit). Learners with ``time_boxed`` stop adding boosting rounds when
         it runs out and keep the best rounds so far; the others ignore it.
+    predict_rows : int, default=0
+        Rows the fitted model will predict (the OOF fold): the boosters end
+        their rounds early when predicting them would outlast
+        ``predict_reserve_s`` (:class:`ensemble.learners._split.PredictCost`).
+    predict_reserve_s : float, default=0.0
+        Seconds kept for that prediction after the time box.
     """
 
     task: str
@@ -56,6 +62,8 @@ class FitContext:
     n_threads: int = 1
     device: str = "cpu"
     time_box_s: float | None = None
+    predict_rows: int = 0
+    predict_reserve_s: float = 0.0
 
     @property
     def is_classification(self) -> bool:

@@ -9,7 +9,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._base import Learner, register
-from ._split import INNER_VALID, TimeBox, inner_split, pop_rounds, refit_rounds
+from ._split import (
+    INNER_VALID,
+    PredictCost,
+    TimeBox,
+    inner_split,
+    pop_rounds,
+    refit_rounds,
+)
 
 #: ``min_sum_hessian_in_leaf`` of multiclass fits. A class of a few rows that
 #: the trees already predict with confidence leaves a tiny hessian in its
@@ -104,7 +111,14 @@ class LightGBMLearner(Learner):
         )
         dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
         box = TimeBox(ctx.time_box_s)
-        stop = _TimeBoxStop(box)
+        cost = PredictCost(ctx.predict_rows, ctx.predict_reserve_s)
+        probe = X[va[: PredictCost.PROBE_ROWS]]
+        stop = _TimeBoxStop(
+            box,
+            cost,
+            lambda model: model.predict(probe, num_threads=self.predict_threads),
+            len(probe),
+        )
         callbacks: list[Callable[..., Any]] = [
             lgb.early_stopping(patience, verbose=False)
         ]
@@ -120,7 +134,8 @@ class LightGBMLearner(Learner):
         self.truncated_ = stop.hit
         if refit and not stop.hit:
             rounds = refit_rounds(model.best_iteration)
-            if box.affords_refit(model.current_iteration(), rounds):
+            stage = model.current_iteration()
+            if box.affords_refit(stage, rounds, extra=cost.overrun(rounds)):
                 full = lgb.Dataset(X, y, categorical_feature=cats or "auto")
                 model = lgb.train(params, full, num_boost_round=rounds)
                 model.best_iteration = rounds
@@ -147,19 +162,34 @@ class LightGBMLearner(Learner):
 
 
 class _TimeBoxStop:
-    """LightGBM callback: stop at the time box, keeping the best round so far."""
+    """LightGBM callback: stop at the time box, keeping the best round so far.
+
+    The box ends early by what predicting the fold would overrun its reserve
+    (``cost``, timed on ``probe(model)``, a prediction of ``probe_rows``).
+    """
 
     order = 40  # after early_stopping (30)
     before_iteration = False
 
-    def __init__(self, box: TimeBox) -> None:
+    def __init__(
+        self,
+        box: TimeBox,
+        cost: PredictCost,
+        probe: Callable[[Any], Any],
+        probe_rows: int,
+    ) -> None:
         self.box = box
+        self.cost = cost
+        self.probe = probe
+        self.probe_rows = probe_rows
         self.curve: list[float] = []  # the validation loss of every round
         self.hit = False
 
     def __call__(self, env: Any) -> None:
         self.curve.append(float(env.evaluation_result_list[0][2]))
-        if not self.box.expired():
+        rounds = env.iteration + 1 - env.begin_iteration
+        self.cost.probe(rounds, lambda: self.probe(env.model), self.probe_rows)
+        if not self.box.expired(self.cost.overrun(rounds)):
             return
         import lightgbm as lgb
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ._base import Learner, register
-from ._split import INNER_VALID, TimeBox, inner_split, pop_rounds, refit_rounds
+from ._split import (
+    INNER_VALID,
+    PredictCost,
+    TimeBox,
+    inner_split,
+    pop_rounds,
+    refit_rounds,
+)
 
 
 @register
@@ -85,7 +93,14 @@ class XGBoostLearner(Learner):
         )
         dtrain, dvalid = self._dmatrix(X[tr], y[tr]), self._dmatrix(X[va], y[va])
         box = TimeBox(ctx.time_box_s)
-        stop = _time_box_stop(box)
+        cost = PredictCost(ctx.predict_rows, ctx.predict_reserve_s)
+        probe = X[va[: PredictCost.PROBE_ROWS]]
+
+        def predict_probe(model: Any) -> None:
+            # a new DMatrix each time: XGBoost caches predictions per DMatrix
+            model.predict(self._dmatrix(probe))
+
+        stop = _time_box_stop(box, cost, predict_probe, len(probe))
         model = xgb.train(
             params,
             dtrain,
@@ -99,7 +114,8 @@ class XGBoostLearner(Learner):
         rounds = (stop.best if stop.hit else model.best_iteration) + 1
         if refit and not stop.hit:
             full = refit_rounds(rounds)
-            if box.affords_refit(model.num_boosted_rounds(), full):
+            stage = model.num_boosted_rounds()
+            if box.affords_refit(stage, full, extra=cost.overrun(full)):
                 rounds = full
                 model = xgb.train(
                     params,
@@ -133,10 +149,14 @@ class XGBoostLearner(Learner):
         self.model_.set_param({"device": "cpu", "nthread": self.context.n_threads})
 
 
-def _time_box_stop(box: TimeBox) -> Any:
+def _time_box_stop(
+    box: TimeBox, cost: PredictCost, probe: Callable[[Any], Any], probe_rows: int
+) -> Any:
     """An XGBoost callback that stops training when ``box`` is spent.
 
-    It records the best round so far (``best``, 0-based) from the validation
+    The box ends early by what predicting the fold would overrun its reserve
+    (``cost``, timed on ``probe(model)``, a prediction of ``probe_rows``). It
+    records the best round so far (``best``, 0-based) from the validation
     curve: it may run before the early-stopping callback has recorded one.
     """
     import xgboost as xgb
@@ -146,7 +166,8 @@ def _time_box_stop(box: TimeBox) -> Any:
         best = 0
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            self.hit = box.expired()
+            cost.probe(epoch + 1, lambda: probe(model), probe_rows)
+            self.hit = box.expired(cost.overrun(epoch + 1))
             if self.hit:
                 curve = next(iter(evals_log["valid"].values()))
                 self.best = int(np.argmin(curve))  # every metric here is a loss

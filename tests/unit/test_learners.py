@@ -210,6 +210,30 @@ def test_time_box_stops_boosting_and_a_roomy_box_changes_nothing(key):
     np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("key", ["lgbm", "xgb"])
+def test_a_prediction_that_would_outlast_its_reserve_ends_the_rounds(key):
+    """A hundred rounds fit well inside a minute, but predicting 10^12 rows
+    with them would not: the booster stops at its first timed prediction."""
+    from dataclasses import replace
+
+    from ensemble.learners._split import PredictCost
+
+    X, y, ctx = _data("binary")
+    params = {"max_rounds": 300, "early_stopping_rounds": 300, "refit": False}
+    roomy = replace(ctx, time_box_s=60.0)
+
+    def fit(**kw):
+        return get(key)(params, context=replace(roomy, **kw)).fit(X[:200], y[:200])
+
+    assert not fit(predict_rows=0).truncated_
+    assert not fit(predict_rows=10**12, predict_reserve_s=1e15).truncated_
+    late = fit(predict_rows=10**12, predict_reserve_s=0.0)
+    assert late.truncated_
+    if key == "lgbm":
+        assert late.model_.current_iteration() == PredictCost.FIRST
+    np.testing.assert_allclose(late.predict(X[200:]).sum(axis=1), 1.0, atol=1e-6)
+
+
 def test_time_box_refit_only_when_it_fits():
     from ensemble.learners._split import TimeBox
 
