@@ -113,16 +113,18 @@ class PredictCost:
         Rows the fold's model predicts once fitted (0: nothing to project).
     reserve_s : float
         Seconds kept for the prediction beyond the fit's box.
+    probe_rows : int
+        Rows of each timed prediction (at most ``PROBE_ROWS``).
 
     Examples
     --------
-    >>> cost = PredictCost(rows=2560, reserve_s=5.0)
+    >>> cost = PredictCost(rows=2560, reserve_s=5.0, probe_rows=128)
     >>> cost.due(63), cost.due(64)
     (False, True)
-    >>> cost.observe(rounds=100, seconds=0.05, n_rows=128)  # 1 s for the rows
+    >>> cost.observe(rounds=100, seconds=0.05)  # 1 s for the 2,560 rows
     >>> cost.seconds(300), cost.due(127), cost.due(128)
     (3.0, False, True)
-    >>> cost.observe(rounds=200, seconds=0.15, n_rows=128)  # 3 s: 2 s / 100
+    >>> cost.observe(rounds=200, seconds=0.15)  # 3 s: 2 s / 100
     >>> cost.seconds(300), cost.overrun(300)
     (5.0, 0.0)
     >>> cost.overrun(400)
@@ -132,9 +134,10 @@ class PredictCost:
     FIRST = 64
     PROBE_ROWS = 128
 
-    def __init__(self, rows: int, reserve_s: float) -> None:
+    def __init__(self, rows: int, reserve_s: float, probe_rows: int) -> None:
         self.rows = rows
         self.reserve_s = reserve_s
+        self.probe_rows = probe_rows
         self.next = self.FIRST
         self.timed: list[tuple[int, float]] = []  # (rounds, seconds for rows)
 
@@ -142,9 +145,9 @@ class PredictCost:
         """Whether to time a prediction now (``rounds`` fitted so far)."""
         return self.rows > 0 and rounds >= self.next
 
-    def observe(self, rounds: int, seconds: float, n_rows: int) -> None:
-        """Record that ``n_rows`` took ``seconds`` to predict at ``rounds``."""
-        self.timed.append((rounds, seconds * self.rows / max(n_rows, 1)))
+    def observe(self, rounds: int, seconds: float) -> None:
+        """Record that ``probe_rows`` took ``seconds`` to predict at ``rounds``."""
+        self.timed.append((rounds, seconds * self.rows / max(self.probe_rows, 1)))
         while self.next <= rounds:
             self.next *= 2
 
@@ -163,9 +166,13 @@ class PredictCost:
         """Seconds that prediction would outlast the reserve (0 if it fits)."""
         return max(0.0, self.seconds(rounds) - self.reserve_s)
 
-    def probe(self, rounds: int, predict: Any, n_rows: int) -> None:
-        """Time ``predict()`` (a prediction of ``n_rows``) when one is due."""
+    def box_spent(self, box: TimeBox, rounds: int, predict: Any) -> bool:
+        """Whether a booster at ``rounds`` stops: ``box`` is spent, less the overrun.
+
+        ``predict()`` predicts the ``probe_rows``; it is timed when due.
+        """
         if self.due(rounds):
             t = time.perf_counter()
             predict()
-            self.observe(rounds, time.perf_counter() - t, n_rows)
+            self.observe(rounds, time.perf_counter() - t)
+        return box.expired(self.overrun(rounds))

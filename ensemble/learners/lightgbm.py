@@ -111,13 +111,12 @@ class LightGBMLearner(Learner):
         )
         dvalid = lgb.Dataset(X[va], y[va], reference=dtrain)
         box = TimeBox(ctx.time_box_s)
-        cost = PredictCost(ctx.predict_rows, ctx.predict_reserve_s)
         probe = X[va[: PredictCost.PROBE_ROWS]]
+        cost = PredictCost(ctx.predict_rows, ctx.predict_reserve_s, len(probe))
         stop = _TimeBoxStop(
             box,
             cost,
             lambda model: model.predict(probe, num_threads=self.predict_threads),
-            len(probe),
         )
         callbacks: list[Callable[..., Any]] = [
             lgb.early_stopping(patience, verbose=False)
@@ -165,7 +164,7 @@ class _TimeBoxStop:
     """LightGBM callback: stop at the time box, keeping the best round so far.
 
     The box ends early by what predicting the fold would overrun its reserve
-    (``cost``, timed on ``probe(model)``, a prediction of ``probe_rows``).
+    (``cost``, timed on ``probe(model)``).
     """
 
     order = 40  # after early_stopping (30)
@@ -176,20 +175,17 @@ class _TimeBoxStop:
         box: TimeBox,
         cost: PredictCost,
         probe: Callable[[Any], Any],
-        probe_rows: int,
     ) -> None:
         self.box = box
         self.cost = cost
         self.probe = probe
-        self.probe_rows = probe_rows
         self.curve: list[float] = []  # the validation loss of every round
         self.hit = False
 
     def __call__(self, env: Any) -> None:
         self.curve.append(float(env.evaluation_result_list[0][2]))
         rounds = env.iteration + 1 - env.begin_iteration
-        self.cost.probe(rounds, lambda: self.probe(env.model), self.probe_rows)
-        if not self.box.expired(self.cost.overrun(rounds)):
+        if not self.cost.box_spent(self.box, rounds, lambda: self.probe(env.model)):
             return
         import lightgbm as lgb
 

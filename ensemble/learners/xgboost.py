@@ -93,14 +93,14 @@ class XGBoostLearner(Learner):
         )
         dtrain, dvalid = self._dmatrix(X[tr], y[tr]), self._dmatrix(X[va], y[va])
         box = TimeBox(ctx.time_box_s)
-        cost = PredictCost(ctx.predict_rows, ctx.predict_reserve_s)
         probe = X[va[: PredictCost.PROBE_ROWS]]
+        cost = PredictCost(ctx.predict_rows, ctx.predict_reserve_s, len(probe))
 
         def predict_probe(model: Any) -> None:
             # a new DMatrix each time: XGBoost caches predictions per DMatrix
             model.predict(self._dmatrix(probe))
 
-        stop = _time_box_stop(box, cost, predict_probe, len(probe))
+        stop = _time_box_stop(box, cost, predict_probe)
         model = xgb.train(
             params,
             dtrain,
@@ -149,13 +149,11 @@ class XGBoostLearner(Learner):
         self.model_.set_param({"device": "cpu", "nthread": self.context.n_threads})
 
 
-def _time_box_stop(
-    box: TimeBox, cost: PredictCost, probe: Callable[[Any], Any], probe_rows: int
-) -> Any:
+def _time_box_stop(box: TimeBox, cost: PredictCost, probe: Callable[[Any], Any]) -> Any:
     """An XGBoost callback that stops training when ``box`` is spent.
 
     The box ends early by what predicting the fold would overrun its reserve
-    (``cost``, timed on ``probe(model)``, a prediction of ``probe_rows``). It
+    (``cost``, timed on ``probe(model)``). It
     records the best round so far (``best``, 0-based) from the validation
     curve: it may run before the early-stopping callback has recorded one.
     """
@@ -166,8 +164,7 @@ def _time_box_stop(
         best = 0
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            cost.probe(epoch + 1, lambda: probe(model), probe_rows)
-            self.hit = box.expired(cost.overrun(epoch + 1))
+            self.hit = cost.box_spent(box, epoch + 1, lambda: probe(model))
             if self.hit:
                 curve = next(iter(evals_log["valid"].values()))
                 self.best = int(np.argmin(curve))  # every metric here is a loss
