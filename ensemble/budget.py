@@ -150,6 +150,7 @@ VALUE_ORDER = (
     "et",
     "hgb",
     "knn",
+    "knn_local",
 )
 #: Under a deadline, a member whose folds would take more than this share of
 #: the fits' window (on all the slots) is queued after every member that would

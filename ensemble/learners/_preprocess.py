@@ -35,13 +35,23 @@ class OneHotScaler:
         Which columns hold categorical codes.
     n_categories : array-like of int
         Number of categories per column.
+    int_levels : bool, default=True
+        One-hot the levels of few-valued integer numerics as well. A distance
+        learner wants them off: on letter (16 columns of 16 levels each) the
+        256 level columns outweighed the 16 scaled values in every distance,
+        and kNN's OOF log loss was 0.410 with them against 0.332 without.
     """
 
     def __init__(
-        self, cat_mask: tuple[bool, ...], n_categories: tuple[int, ...]
+        self,
+        cat_mask: tuple[bool, ...],
+        n_categories: tuple[int, ...],
+        *,
+        int_levels: bool = True,
     ) -> None:
         self.cat_mask = np.asarray(cat_mask, dtype=bool)
         self.n_categories = np.asarray(n_categories or [0] * len(cat_mask), dtype=int)
+        self.int_levels = int_levels
 
     def fit(self, X: np.ndarray) -> OneHotScaler:
         """Learn medians, scales and which columns to one-hot."""
@@ -58,7 +68,8 @@ class OneHotScaler:
             if not len(col):
                 continue
             levels = np.unique(col)
-            if 2 < len(levels) <= MAX_INT_LEVELS and np.all(levels == np.round(levels)):
+            few = 2 < len(levels) <= MAX_INT_LEVELS
+            if self.int_levels and few and np.all(levels == np.round(levels)):
                 self.levels_.append((i, levels))
             std = col.std()
             if col.min() >= 0 and std > 0:

@@ -27,6 +27,11 @@ class KNNLearner(Learner):
         "n_neighbors": 15,
         "weights": "distance",
     }
+    # Five neighbours: a sharper, more local vote whose errors differ from the
+    # default's. Beside the default in a 6-member letter run (OOF, nested CV of
+    # the non-negative pooling) it took the pooled log loss from 0.0847 to
+    # 0.0830 for 0.3 s of fitting.
+    portfolio: ClassVar[dict[str, dict[str, Any]]] = {"local": {"n_neighbors": 5}}
     search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
         "n_neighbors": ("int_log", 3, 100),
         "weights": ("choice", ["uniform", "distance"]),
@@ -34,7 +39,9 @@ class KNNLearner(Learner):
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         ctx = self.context
-        self.pre_ = OneHotScaler(ctx.cat_mask, ctx.n_categories).fit(X)
+        # Integer columns stay one scaled distance each (see OneHotScaler).
+        pre = OneHotScaler(ctx.cat_mask, ctx.n_categories, int_levels=False)
+        self.pre_ = pre.fit(X)
         Z = self.pre_.transform(X, np.float64)
         cls = KNeighborsClassifier if ctx.is_classification else KNeighborsRegressor
         k = max(1, min(int(self.params["n_neighbors"]), len(Z) - 1))

@@ -327,3 +327,31 @@ def test_lightgbm_hessian_floor_is_its_default_outside_multiclass():
     ctx = FitContext(task="binary", n_classes=2, cat_mask=(False,) * 3)
     model = get("lgbm")({"max_rounds": 20}, context=ctx).fit(X, y)
     assert model.model_.params["min_sum_hessian_in_leaf"] == 1e-3
+
+
+def test_knn_measures_integer_columns_as_one_distance_each():
+    # letter-like: integer columns of few levels. One-hot level columns would
+    # dominate every distance; kNN must see only the standardised values.
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from ensemble.learners._preprocess import OneHotScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 16, size=(400, 3)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 15).astype(np.int64) + (X[:, 2] > 12)
+    ctx = FitContext(task="multiclass", n_classes=3, cat_mask=(False,) * 3, seed=0)
+    assert OneHotScaler((False,) * 3, (0,) * 3).fit(X).transform(X).shape[1] == 51
+    learner = get("knn")({}, context=ctx).fit(X[:300], y[:300])
+    scaler = StandardScaler().fit(X[:300].astype(np.float64))
+    ref = KNeighborsClassifier(15, weights="distance").fit(
+        scaler.transform(X[:300].astype(np.float64)), y[:300]
+    )
+    expected = ref.predict_proba(scaler.transform(X[300:].astype(np.float64)))
+    np.testing.assert_allclose(learner.predict(X[300:]), expected, atol=1e-9)
+
+
+def test_knn_has_a_local_portfolio_member():
+    cls = get("knn")
+    assert cls.portfolio == {"local": {"n_neighbors": 5}}
+    assert cls.check_params(cls.portfolio["local"])["weights"] == "distance"
