@@ -351,7 +351,24 @@ def test_knn_measures_integer_columns_as_one_distance_each():
     np.testing.assert_allclose(learner.predict(X[300:]), expected, atol=1e-9)
 
 
-def test_knn_has_a_local_portfolio_member():
-    cls = get("knn")
-    assert cls.portfolio == {"local": {"n_neighbors": 5}}
-    assert cls.check_params(cls.portfolio["local"])["weights"] == "distance"
+def test_the_default_portfolio_has_two_knn_members_only_on_small_tables():
+    from types import SimpleNamespace
+
+    from ensemble.budget import MAX_ROWS
+    from ensemble.config import DEFAULT_LEARNERS
+    from ensemble.members import portfolio
+
+    def specs(n_rows):
+        config = SimpleNamespace(
+            learners=DEFAULT_LEARNERS, learner_params={}, portfolio=True
+        )
+        ctx = SimpleNamespace(config=config, train_rows=range(n_rows), warm=None)
+        return {s.name: s for s in portfolio(ctx)}
+
+    small = specs(1_000)
+    assert small["knn"].params["n_neighbors"] == 15
+    assert small["knn_local"].learner == "knn"
+    assert small["knn_local"].params == {"n_neighbors": 5, "weights": "distance"}
+    large = specs(MAX_ROWS["knn"] + 1)
+    assert not {"knn", "knn_local"} & set(large)
+    assert {"lgbm", "lgbm_xt"} <= set(large)
