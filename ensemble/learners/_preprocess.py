@@ -67,10 +67,11 @@ class OneHotScaler:
             col = num[:, i][~np.isnan(num[:, i])]
             if not len(col):
                 continue
-            levels = np.unique(col)
-            few = 2 < len(levels) <= MAX_INT_LEVELS
-            if self.int_levels and few and np.all(levels == np.round(levels)):
-                self.levels_.append((i, levels))
+            if self.int_levels:
+                levels = np.unique(col)
+                few = 2 < len(levels) <= MAX_INT_LEVELS
+                if few and np.all(levels == np.round(levels)):
+                    self.levels_.append((i, levels))
             std = col.std()
             if col.min() >= 0 and std > 0:
                 skew = float(np.mean(((col - col.mean()) / std) ** 3))

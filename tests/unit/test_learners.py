@@ -343,11 +343,11 @@ def test_knn_measures_integer_columns_as_one_distance_each():
     ctx = FitContext(task="multiclass", n_classes=3, cat_mask=(False,) * 3, seed=0)
     assert OneHotScaler((False,) * 3, (0,) * 3).fit(X).transform(X).shape[1] == 51
     learner = get("knn")({}, context=ctx).fit(X[:300], y[:300])
-    scaler = StandardScaler().fit(X[:300].astype(np.float64))
-    ref = KNeighborsClassifier(15, weights="distance").fit(
-        scaler.transform(X[:300].astype(np.float64)), y[:300]
-    )
-    expected = ref.predict_proba(scaler.transform(X[300:].astype(np.float64)))
+    X64 = X.astype(np.float64)
+    scaler = StandardScaler().fit(X64[:300])
+    ref = KNeighborsClassifier(15, weights="distance")
+    ref.fit(scaler.transform(X64[:300]), y[:300])
+    expected = ref.predict_proba(scaler.transform(X64[300:]))
     np.testing.assert_allclose(learner.predict(X[300:]), expected, atol=1e-9)
 
 
