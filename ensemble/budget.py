@@ -145,6 +145,7 @@ VALUE_ORDER = (
     "lgbm_xt",
     "linear",
     "mlp",
+    "mlp_plain",
     "lgbm_large",
     "rf",
     "et",

@@ -106,6 +106,7 @@ def portfolio(ctx: RunContext) -> list[MemberSpec]:
     config = ctx.config
     specs = []
     n_rows = len(ctx.train_rows)
+    X = ctx.data.X[ctx.train_rows]
     for key in config.learners:
         if n_rows > budget_mod.MAX_ROWS.get(key, n_rows) and _default_learners(config):
             logger.info(
@@ -121,6 +122,9 @@ def portfolio(ctx: RunContext) -> list[MemberSpec]:
         if config.portfolio:
             for name, params in cls.portfolio.items():
                 merged = cls.check_params({**params, **fixed})
+                if not cls.portfolio_applies(merged, X, ctx.fit_context):
+                    logger.info("%s_%s left out: same model as %s here", key, name, key)
+                    continue
                 specs.append(MemberSpec(f"{key}_{name}", key, merged))
     if ctx.warm is not None:
         specs = [ctx.warm.adapt(spec) for spec in specs]

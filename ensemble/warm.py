@@ -53,7 +53,12 @@ class WarmStart:
         if source is None:
             return spec
         meta = json.loads((self._fold_dir(source, 0) / "meta.json").read_text())
-        shape = {k: meta["params"][k] for k in get(spec.learner).warm_start_params}
+        cls = get(spec.learner)
+        # an earlier version's MLP had no int_levels: its default held
+        shape = {
+            k: meta["params"].get(k, cls.default_params[k])
+            for k in cls.warm_start_params
+        }
         if any(spec.params.get(k) != v for k, v in shape.items()):
             logger.info("warm start: %s keeps the earlier shape %s", spec.name, shape)
         return replace(spec, params={**spec.params, **shape})

@@ -136,6 +136,25 @@ class Learner(ABC):
             )
         return {**cls.default_params, **params}
 
+    @classmethod
+    def portfolio_applies(
+        cls, params: dict[str, Any], X: np.ndarray, context: FitContext
+    ) -> bool:
+        """Whether a portfolio configuration is worth fitting on this table.
+
+        A configuration that would fit the same model as the defaults here
+        (the plain MLP on a table without integer-level columns) is left out.
+
+        Parameters
+        ----------
+        params : dict
+            The configuration, merged over the defaults.
+        X : ndarray of shape (n_rows, n_features)
+            The rows in the folds.
+        context : FitContext
+        """
+        return True
+
     def fit(self, X: np.ndarray, y: np.ndarray) -> Learner:
         """Fit on a float32 matrix (categoricals as codes, NaN = missing)."""
         self._fit(_writable(X), np.asarray(y))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OneHotScaler"]
+__all__ = ["OneHotScaler", "has_int_levels"]
 
 # Categoricals with more levels than this are kept as a scaled code instead of
 # being one-hot encoded: wider one-hot blocks cost memory and rarely help
@@ -19,6 +19,34 @@ MAX_INT_LEVELS = 64
 # Non-negative columns this skewed are log1p-transformed before scaling, so a
 # few huge values (capital gains, counts) do not squash the rest to zero.
 SKEW_LOG = 2.0
+
+
+def _int_levels(col: np.ndarray) -> np.ndarray | None:
+    """The sorted levels of a non-missing column if it is a few-level integer."""
+    levels = np.unique(col)
+    few = 2 < len(levels) <= MAX_INT_LEVELS
+    return levels if few and np.all(levels == np.round(levels)) else None
+
+
+def has_int_levels(
+    X: np.ndarray, cat_mask: tuple[bool, ...], n_categories: tuple[int, ...]
+) -> bool:
+    """Whether :class:`OneHotScaler` would one-hot the levels of a numeric column.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+    cat_mask : tuple of bool
+        Which columns hold categorical codes.
+    n_categories : tuple of int
+        Number of categories per column.
+    """
+    scaler = OneHotScaler(cat_mask, n_categories)
+    for j in np.flatnonzero(~scaler.onehot_mask()):
+        col = X[:, j]
+        if _int_levels(col[~np.isnan(col)]) is not None:
+            return True
+    return False
 
 
 class OneHotScaler:
@@ -53,11 +81,15 @@ class OneHotScaler:
         self.n_categories = np.asarray(n_categories or [0] * len(cat_mask), dtype=int)
         self.int_levels = int_levels
 
-    def fit(self, X: np.ndarray) -> OneHotScaler:
-        """Learn medians, scales and which columns to one-hot."""
-        onehot = (
+    def onehot_mask(self) -> np.ndarray:
+        """Which columns are categoricals to one-hot (the others are numeric)."""
+        return (
             self.cat_mask & (self.n_categories <= MAX_ONEHOT) & (self.n_categories > 0)
         )
+
+    def fit(self, X: np.ndarray) -> OneHotScaler:
+        """Learn medians, scales and which columns to one-hot."""
+        onehot = self.onehot_mask()
         self.onehot_ = np.flatnonzero(onehot)
         self.numeric_ = np.flatnonzero(~onehot)
         num = X[:, self.numeric_].astype(np.float64)
@@ -68,9 +100,8 @@ class OneHotScaler:
             if not len(col):
                 continue
             if self.int_levels:
-                levels = np.unique(col)
-                few = 2 < len(levels) <= MAX_INT_LEVELS
-                if few and np.all(levels == np.round(levels)):
+                levels = _int_levels(col)
+                if levels is not None:
                     self.levels_.append((i, levels))
             std = col.std()
             if col.min() >= 0 and std > 0:

@@ -351,19 +351,34 @@ def test_knn_measures_integer_columns_as_one_distance_each():
     np.testing.assert_allclose(learner.predict(X[300:]), expected, atol=1e-9)
 
 
-def test_the_default_portfolio_has_two_knn_members_only_on_small_tables():
+def _portfolio(X):
+    """The default portfolio's members on the rows of ``X`` (all numeric)."""
     from types import SimpleNamespace
 
-    from ensemble.budget import MAX_ROWS
     from ensemble.config import DEFAULT_LEARNERS
     from ensemble.members import portfolio
 
+    config = SimpleNamespace(
+        learners=DEFAULT_LEARNERS, learner_params={}, portfolio=True
+    )
+    cats = (False,) * X.shape[1]
+    ctx = SimpleNamespace(
+        config=config,
+        data=SimpleNamespace(X=X),
+        train_rows=np.arange(len(X)),
+        fit_context=FitContext(
+            task="binary", n_classes=2, cat_mask=cats, n_categories=(0,) * len(cats)
+        ),
+        warm=None,
+    )
+    return {s.name: s for s in portfolio(ctx)}
+
+
+def test_the_default_portfolio_has_two_knn_members_only_on_small_tables():
+    from ensemble.budget import MAX_ROWS
+
     def specs(n_rows):
-        config = SimpleNamespace(
-            learners=DEFAULT_LEARNERS, learner_params={}, portfolio=True
-        )
-        ctx = SimpleNamespace(config=config, train_rows=range(n_rows), warm=None)
-        return {s.name: s for s in portfolio(ctx)}
+        return _portfolio(np.zeros((n_rows, 2), dtype=np.float32))
 
     small = specs(1_000)
     assert small["knn"].params["n_neighbors"] == 15
@@ -372,3 +387,41 @@ def test_the_default_portfolio_has_two_knn_members_only_on_small_tables():
     large = specs(MAX_ROWS["knn"] + 1)
     assert not {"knn", "knn_local"} & set(large)
     assert {"lgbm", "lgbm_xt"} <= set(large)
+
+
+def test_the_plain_mlp_joins_the_portfolio_only_beside_integer_level_columns():
+    rng = np.random.default_rng(0)
+    measured = rng.normal(size=(400, 3)).astype(np.float32)
+    assert "mlp_plain" not in _portfolio(measured)
+    coded = measured.copy()
+    coded[:, 1] = rng.integers(0, 5, size=400)  # five integer levels
+    members = _portfolio(coded)
+    assert members["mlp_plain"].learner == "mlp"
+    assert members["mlp_plain"].params["int_levels"] is False
+    assert members["mlp"].params["int_levels"] is True
+    # a categorical column is one-hot in both encodings: no level columns
+    cat = FitContext(
+        task="binary",
+        n_classes=2,
+        cat_mask=(False, True, False),
+        n_categories=(0, 5, 0),
+    )
+    assert not get("mlp").portfolio_applies({"int_levels": False}, coded, cat)
+
+
+def test_the_plain_mlp_sees_each_integer_column_as_one_input():
+    rng = np.random.default_rng(0)
+    X = np.column_stack(
+        [
+            rng.normal(size=300),
+            rng.integers(0, 8, size=300),
+            rng.integers(1, 4, size=300),
+        ]
+    ).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] / 4 > 1).astype(int)
+    ctx = FitContext(task="binary", n_classes=2, cat_mask=(False,) * 3, seed=0)
+    widths = {}
+    for levels in (True, False):
+        params = {"int_levels": levels, "width": 16, "max_epochs": 2}
+        widths[levels] = get("mlp")(params, context=ctx).fit(X, y).arch_["n_in"]
+    assert widths == {True: 3 + 8 + 3, False: 3}
