@@ -106,7 +106,8 @@ def portfolio(ctx: RunContext) -> list[MemberSpec]:
     config = ctx.config
     specs = []
     n_rows = len(ctx.train_rows)
-    X = ctx.data.X[ctx.train_rows]
+    # the rows in the folds (every row, without a copy, unless a holdout)
+    X = ctx.data.X[ctx.train_rows] if ctx.data.has_holdout else ctx.data.X
     for key in config.learners:
         if n_rows > budget_mod.MAX_ROWS.get(key, n_rows) and _default_learners(config):
             logger.info(
@@ -118,11 +119,14 @@ def portfolio(ctx: RunContext) -> list[MemberSpec]:
             continue
         cls = get(key)
         fixed = dict(config.learner_params.get(key, {}))
-        specs.append(MemberSpec(key, key, cls.check_params(fixed)))
+        default = cls.check_params(fixed)
+        specs.append(MemberSpec(key, key, default))
         if config.portfolio:
             for name, params in cls.portfolio.items():
                 merged = cls.check_params({**params, **fixed})
-                if not cls.portfolio_applies(merged, X, ctx.fit_context):
+                # a user's learner_params can make it the default member again
+                same = merged == default
+                if same or not cls.portfolio_applies(merged, X, ctx.fit_context):
                     logger.info("%s_%s left out: same model as %s here", key, name, key)
                     continue
                 specs.append(MemberSpec(f"{key}_{name}", key, merged))

@@ -351,7 +351,7 @@ def test_knn_measures_integer_columns_as_one_distance_each():
     np.testing.assert_allclose(learner.predict(X[300:]), expected, atol=1e-9)
 
 
-def _portfolio(X):
+def _portfolio(X, learner_params=None):
     """The default portfolio's members on the rows of ``X`` (all numeric)."""
     from types import SimpleNamespace
 
@@ -359,12 +359,12 @@ def _portfolio(X):
     from ensemble.members import portfolio
 
     config = SimpleNamespace(
-        learners=DEFAULT_LEARNERS, learner_params={}, portfolio=True
+        learners=DEFAULT_LEARNERS, learner_params=learner_params or {}, portfolio=True
     )
     cats = (False,) * X.shape[1]
     ctx = SimpleNamespace(
         config=config,
-        data=SimpleNamespace(X=X),
+        data=SimpleNamespace(X=X, has_holdout=False),
         train_rows=np.arange(len(X)),
         fit_context=FitContext(
             task="binary", n_classes=2, cat_mask=cats, n_categories=(0,) * len(cats)
@@ -399,6 +399,10 @@ def test_the_plain_mlp_joins_the_portfolio_only_beside_integer_level_columns():
     assert members["mlp_plain"].learner == "mlp"
     assert members["mlp_plain"].params["int_levels"] is False
     assert members["mlp"].params["int_levels"] is True
+    # a user's int_levels applies to both: one MLP, not the same one twice
+    mine = _portfolio(coded, {"mlp": {"int_levels": False}})
+    assert "mlp_plain" not in mine
+    assert mine["mlp"].params["int_levels"] is False
     # a categorical column is one-hot in both encodings: no level columns
     cat = FitContext(
         task="binary",
