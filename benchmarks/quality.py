@@ -108,7 +108,9 @@ def run_ours(
 
     The chosen model is scored as it predicts by default (its members
     refitted on every row, when the run refits) and with its members' fold
-    models (``test_score_folds``); each member with its fold models. With
+    models (``test_score_folds``); each member with its fold models, and a
+    refitted member with its refit too (``test_score_refit``: which members'
+    refits beat their fold models, table by table). With
     ``keep``, the run's top-level files (manifest, fits, leaderboard, OOF…),
     ``oof/`` and the fit's stderr (``fit.log``) are copied there, to look into
     later.
@@ -165,6 +167,9 @@ def run_ours(
         )
     rows[0]["test_score_folds"] = test_score(best, folds=True)
     refit = manifest.get("refit") or {}
+    for row in rows[1:]:
+        if row["model"] in (refit.get("members") or []):
+            row["test_score_refit"] = test_score(row["model"], folds=False)
     rows[0]["refitted"] = ",".join(refit.get("members") or [])
     rows[0]["run_dir_mib"] = _default_size(run, manifest) / 2**20
     # every member's fold models and the refits: `--keep-models all`
