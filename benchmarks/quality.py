@@ -166,11 +166,11 @@ def run_ours(
             }
         )
     rows[0]["test_score_folds"] = test_score(best, folds=True)
-    refit = manifest.get("refit") or {}
+    refitted = _refitted(manifest)
     for row in rows[1:]:
-        if row["model"] in (refit.get("members") or []):
+        if row["model"] in refitted:
             row["test_score_refit"] = test_score(row["model"], folds=False)
-    rows[0]["refitted"] = ",".join(refit.get("members") or [])
+    rows[0]["refitted"] = ",".join(refitted)
     rows[0]["run_dir_mib"] = _default_size(run, manifest) / 2**20
     # every member's fold models and the refits: `--keep-models all`
     rows[0]["run_dir_all_mib"] = _size(run) / 2**20
@@ -209,6 +209,11 @@ def _commit() -> str:
 COMMIT = _commit()
 
 
+def _refitted(manifest: dict[str, Any]) -> list[str]:
+    """The members the run refitted on every row (none when it did not refit)."""
+    return list((manifest.get("refit") or {}).get("members") or [])
+
+
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -226,7 +231,7 @@ def _default_size(run: Path, manifest: dict[str, Any]) -> int:
     needed = {m for m in chosen.member_names_ if m not in chosen.unused_}
     models = run / "models"
     gone = [models / m for m in manifest["members"] if m not in needed]
-    for m in (manifest.get("refit") or {}).get("members") or []:
+    for m in _refitted(manifest):
         gone += [d for d in (models / m).iterdir() if d.name != "full"]
     fusions = models / "fusion"
     if fusions.is_dir():
