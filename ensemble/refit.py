@@ -15,7 +15,9 @@ The chosen model's scores stay those of its fold models' OOF predictions (as
 for AutoGluon's ``_FULL`` models, the refit has no rows left to score it on);
 ``benchmarks/quality.py`` measures both on rows neither saw. Under a time
 limit the refits run in the window :class:`ensemble.budget.Budget` keeps for
-them; a member whose refit cannot finish keeps its fold models.
+them; a member whose refit cannot finish keeps its fold models. Members of a
+family whose fold models' average predicts better than one model on every row
+(``Learner.refits_on_every_row`` false: the MLP, k-NN) are not refitted.
 """
 
 from __future__ import annotations
@@ -48,12 +50,16 @@ class Refitted:
         Members refitted on every row (``models/<member>/full``).
     skipped : list of str
         Members the time limit (or a failed refit) left on their fold models.
+    bagged : list of str
+        Members not refitted by design: their family predicts better with the
+        average of its fold models (``Learner.refits_on_every_row``).
     results : list of FitResult
         The refits' fits.
     """
 
     members: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    bagged: list[str] = field(default_factory=list)
     results: list[FitResult] = field(default_factory=list)
 
 
@@ -64,10 +70,11 @@ def refit_seconds(
 
     A refit trains on ``folds / (folds - 1)`` times a fold's rows, so it takes
     that much longer than the member's measured mean fold; the refits share
-    the cluster's slots.
+    the cluster's slots. Members whose family is not refitted cost nothing.
     """
     n = ctx.config.n_folds
     names = [s.name for s in fitted.specs] if members is None else members
+    names = _refitting(fitted, names)
     per_member = [
         float(np.mean([r.fit_s for r in fitted.of(m)])) for m in names if fitted.of(m)
     ]
@@ -93,10 +100,14 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
     """
     if not ctx.config.refit or not members:
         return Refitted()
+    bagged = [m for m in members if m not in _refitting(fitted, members)]
+    members = [m for m in members if m not in bagged]
+    if not members:
+        return Refitted(bagged=bagged)
     finish_by = ctx.budget.refit_finish_by
     if finish_by is not None and time.monotonic() >= finish_by:
         logger.info("time limit: no time left to refit on every row")
-        return Refitted(skipped=list(members))
+        return Refitted(skipped=list(members), bagged=bagged)
     outcome = fit_tasks(
         ctx,
         _tasks(ctx, fitted, members),
@@ -121,7 +132,13 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
         )
     if ctx.config.keep_models != "all":
         _drop_fold_models(ctx, done)
-    return Refitted(done, skipped, results)
+    return Refitted(done, skipped, bagged, results)
+
+
+def _refitting(fitted: Fitted, members: list[str]) -> list[str]:
+    """The ``members`` whose learner refits on every row."""
+    learner = {s.name: s.learner for s in fitted.specs}
+    return [m for m in members if get(learner[m]).refits_on_every_row]
 
 
 def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]:

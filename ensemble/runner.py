@@ -453,6 +453,7 @@ def _finish(
         refit={
             "members": refitted.members,
             "kept_on_folds": refitted.skipped,
+            "bagged": refitted.bagged,
             "fit_s": round(sum(r.fit_s for r in refitted.results), 3),
             "n_train": {r.member: r.n_train for r in refitted.results},
         },

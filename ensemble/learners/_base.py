@@ -107,6 +107,11 @@ class Learner(ABC):
     #: an earlier fit can seed a new one only with the same values); empty for
     #: learners that cannot warm-start.
     warm_start_params: ClassVar[tuple[str, ...]] = ()
+    #: Whether the refit stage (``ensemble.refit``) fits the learner's members
+    #: once more on every row. False where the average of the fold models
+    #: predicts better than one model on all rows (the MLP, k-NN: the average
+    #: is a bagged model, the refit a single one).
+    refits_on_every_row: ClassVar[bool] = True
     _model_file: ClassVar[str] = "model.bin"
 
     def __init__(

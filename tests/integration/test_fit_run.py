@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ensemble.artifacts import REQUIRED_COLUMNS, RunDirectory
+from ensemble.artifacts import REQUIRED_COLUMNS, RunDirectory, fold_dirs
 from ensemble.config import DEFAULT_FUSIONS, RunConfig
 from ensemble.exceptions import BaseLearnerFailed, DataError
 from ensemble.learners import Learner
@@ -170,12 +170,22 @@ def test_the_chosen_model_predicts_with_its_members_refitted_on_every_row(binary
         else [best]
     )
     refit = manifest["refit"]
-    assert refit["members"] == used and refit["kept_on_folds"] == []
+    # the MLP is not refitted: its fold models' average predicts for it
+    bagged = [m for m in used if m.startswith("mlp")]
+    refitted = [m for m in used if m not in bagged]
+    assert refit["members"] == refitted and refit["kept_on_folds"] == []
+    assert refit["bagged"] == bagged
+    assert not any((models / m / "full").exists() for m in bagged)
     # one model per member, trained on every row (the folds' models stay: all)
-    assert refit["n_train"] == dict.fromkeys(used, 600)
-    preds = {m: Learner.load(models / m / "full").predict(d.X) for m in used}
+    assert refit["n_train"] == dict.fromkeys(refitted, 600)
+    preds = {m: Learner.load(models / m / "full").predict(d.X) for m in refitted}
+    for m in bagged:
+        preds[m] = np.mean(
+            [Learner.load(f).predict(d.X) for f in fold_dirs(models / m)],
+            axis=0,
+        )
     model = load(run.path)
-    assert model.refitted_ == used
+    assert model.refitted_ == refitted
     got = model.predict_proba(frame.drop(columns="target"))
     if fused:
         P = np.stack(

@@ -76,15 +76,22 @@ def test_a_default_run_keeps_what_its_chosen_model_needs(runs):
         "fusion",
         *full.manifest["members"],
     }
-    # the used members are refitted on every row: the lean run keeps only that
+    # the used members are refitted on every row: the lean run keeps only that;
+    # k-NN is not refitted (its fold models' average predicts better) and keeps them
     used = [m for m in lean.manifest["members"] if m not in unused]
-    assert lean.manifest["refit"]["members"] == used
-    for m in used:
+    assert "knn" in used
+    refitted = [m for m in used if m != "knn"]
+    assert lean.manifest["refit"]["members"] == refitted
+    assert lean.manifest["refit"]["bagged"] == ["knn"]
+    folds = {"fold0", "fold1", "fold2"}
+    for m in refitted:
         assert {p.name for p in (lean.run_dir.path / "models" / m).iterdir()} == {
             "full"
         }
         kept_all = {p.name for p in (full.run_dir.path / "models" / m).iterdir()}
-        assert kept_all == {"full", "fold0", "fold1", "fold2"}
+        assert kept_all == {"full", *folds}
+    for run in (lean, full):
+        assert {p.name for p in (run.run_dir.path / "models/knn").iterdir()} == folds
     # every member's OOF and score stay
     oof = pd.read_parquet(lean.run_dir.path / "oof")
     assert set(oof.member) == set(lean.manifest["members"])
@@ -118,17 +125,23 @@ def test_an_exported_bundle_predicts_like_its_run_without_ray(runs, tmp_path):
         lean.leaderboard.set_index("model").loc["selection", "oof_score"]
     )
     assert info["source"]["run_id"] == "lean" and "ensemble" in info["versions"]
-    # one model per member: the refits on every row
+    # one model per member used, its refit or (k-NN) its fold models
     bundled = {
         p.relative_to(tmp_path / "b").parts[:2]
         for p in (tmp_path / "b" / "models").glob("*/*")
     }
+    refit = lean.manifest["refit"]
     assert bundled == {("models", "fusion")} | {
-        ("models", m) for m in lean.manifest["refit"]["members"]
+        ("models", m) for m in refit["members"] + refit["bagged"]
     }
+    # one model per refitted member; k-NN's fold models
     assert {p.name for p in (tmp_path / "b" / "models").glob("*/*") if p.is_dir()} == {
-        "full"
+        "full",
+        "fold0",
+        "fold1",
+        "fold2",
     }
+    assert not (tmp_path / "b" / "models" / "knn" / "full").exists()
     new = _bent_table(200, seed=4).drop(columns="target")
     new.to_parquet(tmp_path / "new.parquet")
     # in a fresh interpreter: no Ray imported, the run directory out of reach

@@ -146,8 +146,17 @@ def test_no_time_left_to_refit_keeps_the_members_on_their_fold_models():
         config=SimpleNamespace(refit=True, keep_models="chosen"),
         budget=Budget(time.monotonic() - 400, 300.0),
     )
-    out = refit(late, None, ["lgbm", "cat"])  # type: ignore[arg-type]
-    assert out == Refitted(members=[], skipped=["lgbm", "cat"], results=[])
+    fitted = SimpleNamespace(
+        specs=[
+            SimpleNamespace(name=n, learner=k)
+            for n, k in [("lgbm", "lgbm"), ("mlp_plain", "mlp"), ("cat", "cat")]
+        ]
+    )
+    out = refit(late, fitted, ["lgbm", "mlp_plain", "cat"])  # type: ignore[arg-type]
+    # the MLP is never refitted: late or not, it predicts with its fold models
+    assert out == Refitted(
+        members=[], skipped=["lgbm", "cat"], bagged=["mlp_plain"], results=[]
+    )
     off = SimpleNamespace(config=SimpleNamespace(refit=False), budget=late.budget)
     assert refit(off, None, ["lgbm"]) == Refitted()  # type: ignore[arg-type]
 
@@ -274,7 +283,10 @@ def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
         "b": [NS(fit_s=20.0)] * 5,
         "c": [NS(fit_s=20.0)] * 5,
     }
-    fitted = NS(specs=[NS(name=m) for m in runs], of=lambda m: runs[m], slots=2)
+    kinds = {"a": "lgbm", "b": "xgb", "c": "cat"}
+    fitted = NS(
+        specs=[NS(name=m, learner=kinds[m]) for m in runs], of=lambda m: runs[m], slots=2
+    )
     b = Budget(0.0, 300.0, fusion_s=20.0).with_refit(40.0)
     ctx = NS(metric="log_loss", config=NS(n_folds=5), budget=b)
 
@@ -293,6 +305,11 @@ def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
     assert _refit_aware_deadline(
         ctx, fitted, names, [average, weighted]
     ) == pytest.approx(300 - 4.5 - 4.2)
+    # an MLP keeps its fold models: its refit costs nothing
+    fitted.specs[2].learner = "mlp"
+    assert _refit_aware_deadline(ctx, fitted, names, [average]) == pytest.approx(
+        300 - 4.5 - 31.2
+    )
     # never more than the window the budget kept
     assert b.fusions_extended_by_refit(1e4) == pytest.approx(300 - 4.5 - 40)
     assert Budget(0.0, None).fusions_extended_by_refit(5.0) is None
