@@ -285,7 +285,9 @@ def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
     }
     kinds = {"a": "lgbm", "b": "xgb", "c": "cat"}
     fitted = NS(
-        specs=[NS(name=m, learner=kinds[m]) for m in runs], of=lambda m: runs[m], slots=2
+        specs=[NS(name=m, learner=kinds[m]) for m in runs],
+        of=lambda m: runs[m],
+        slots=2,
     )
     b = Budget(0.0, 300.0, fusion_s=20.0).with_refit(40.0)
     ctx = NS(metric="log_loss", config=NS(n_folds=5), budget=b)
