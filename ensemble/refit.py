@@ -100,8 +100,9 @@ def refit(ctx: RunContext, fitted: Fitted, members: list[str]) -> Refitted:
     """
     if not ctx.config.refit or not members:
         return Refitted()
-    bagged = [m for m in members if m not in _refitting(fitted, members)]
-    members = [m for m in members if m not in bagged]
+    refitting = _refitting(fitted, members)
+    bagged = [m for m in members if m not in refitting]
+    members = refitting
     if not members:
         return Refitted(bagged=bagged)
     finish_by = ctx.budget.refit_finish_by
