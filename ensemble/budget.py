@@ -59,6 +59,7 @@ __all__ = [
     "DEAR_SHARE",
     "FIT_COST",
     "FUSION_ORDER",
+    "UNKNOWN_FUSION_COST",
     "MIN_BOX_FRACTION",
     "MAX_ROWS",
     "MIN_TRIALS",
@@ -199,21 +200,28 @@ FUSION_ORDER = (
     "neural",
     "two_level",
 )
-#: Seconds of nested CV plus refit per million prediction cells (OOF rows x
-#: members x outputs): about 1.3 times the most measured in the 300 s runs of
-#: ``benchmarks/quality.py`` at fd77007 (e.g. two_level 57 on adult, 54 on
-#: california, 33 on house_8L; neural 24, 16.5 and 12; selection 12 on adult,
-#: where it selects by AUC, under 1 elsewhere).
-FUSION_COST = {
-    "average": 0.1,
-    "weighted": 4.0,
-    "stacking": 3.0,
-    "stacking_nonneg": 3.0,
-    "selection": 15.0,
-    "stacking_lgbm": 8.0,
-    "neural": 30.0,
-    "two_level": 70.0,
+#: Seconds of nested CV plus refit of each fusion, as ``(per million OOF
+#: row-members, per million OOF cells)``: rows x members, and that times the
+#: outputs (1, or the classes above two). Least squares over the ten shared
+#: tables' 300 s runs of ``benchmarks/quality.py`` at f3480d7, rounded up
+#: (about 1.3x; the two-level fusion's ~70 s per binary row-member as
+#: measured). The neural and two-level fusions cost per row-member whatever
+#: the classes (neural 2.6 s on pendigits' 10 classes, 12.2 s on binary
+#: adult, where one cost per cell had said 31 s and 18 s); the linear
+#: stackings and the weights cost per cell (stacking 18.9 s on fars' 8
+#: classes, 0.4 s on adult).
+FUSION_COST: dict[str, tuple[float, float]] = {
+    "average": (0.1, 0.3),
+    "weighted": (0.5, 2.6),
+    "stacking": (0.5, 7.0),
+    "stacking_nonneg": (0.5, 3.5),
+    "selection": (13.0, 0.3),
+    "stacking_lgbm": (0.0, 17.0),
+    "neural": (27.0, 1.1),
+    "two_level": (62.0, 9.0),
 }
+#: An unknown (user-registered) fusion's cost: the dearest known one's.
+UNKNOWN_FUSION_COST = (62.0, 17.0)
 #: After fits that overran, fusions still get this share of the limit (within
 #: FUSION_FLOOR_S), so a late run ends fused: the cheap ones take under a
 #: second on most shared tables, but ~10 s each on letter (26 classes x 16k
@@ -340,13 +348,20 @@ def fusion_seconds(
     Examples
     --------
     >>> round(fusion_seconds(["weighted", "neural"], 40_000, 10, 1, 2), 1)
-    12.0
+    11.2
+    >>> round(fusion_seconds(["neural"], 40_000, 10, 10, 2), 1)  # per row-member
+    15.2
     """
-    cells = n_rows * max(n_members, 1) * max(n_outputs, 1) / 1e6
-    total = sum(FUSION_COST.get(k, 100.0) * cells for k in keys)
+    row_members = n_rows * max(n_members, 1) / 1e6
+    outputs = max(n_outputs, 1)
+
+    def cost(key: str) -> float:
+        per_row_member, per_cell = FUSION_COST.get(key, UNKNOWN_FUSION_COST)
+        return row_members * (per_row_member + per_cell * outputs)
+
+    costs = [cost(k) for k in keys]
     # One Ray task per fusion: the dearest bounds the wall however many CPUs.
-    dearest = max((FUSION_COST.get(k, 100.0) * cells for k in keys), default=0.0)
-    return max(total / max(n_cpus, 1), dearest)
+    return max(sum(costs) / max(n_cpus, 1), max(costs, default=0.0))
 
 
 @dataclass(frozen=True)

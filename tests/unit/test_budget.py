@@ -269,7 +269,16 @@ def test_fusions_are_scored_cheapest_first_and_their_time_estimated():
     )
     # the dearest fusion bounds the wall whatever the CPUs
     big = budget.fusion_seconds(["neural"], 10_000, 5, 1, 64)
-    assert big == pytest.approx(budget.FUSION_COST["neural"] * 0.05)
+    per_row_member, per_cell = budget.FUSION_COST["neural"]
+    assert big == pytest.approx((per_row_member + per_cell) * 0.05)
+    # the stackings cost per class, the neural fusion barely: ten classes
+    # cost a linear stacking about ten times one output, the neural one less
+    # than twice
+    for key, low, high in (("stacking", 7.0, 10.0), ("neural", 1.0, 2.0)):
+        ratio = budget.fusion_seconds([key], 10_000, 5, 10, 1) / budget.fusion_seconds(
+            [key], 10_000, 5, 1, 1
+        )
+        assert low < ratio < high, key
 
 
 def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
