@@ -392,16 +392,28 @@ def _run_stages(ctx: RunContext) -> RunResult:
     from . import members as stage
     from . import scoring
 
+    # When each stage ended, in seconds from the start (of this session, for a
+    # resumed run): what the budget planned can be checked against it.
+    stages: dict[str, float] = {}
+
+    def ended(name: str) -> None:
+        stages[name] = round(time.monotonic() - ctx.budget.start, 3)
+
     folds = pd.DataFrame({"row_id": ctx.data.row_id, "fold": ctx.data.fold})
     ctx.run.write_table("folds.parquet", folds)
     fitted = stage.fit_portfolio(ctx)
+    ended("portfolio")
     _size_late_windows(ctx, fitted, _search_may_add(ctx.config))
     fitted = stage.search(ctx, fitted)
+    ended("search")
     _size_late_windows(ctx, fitted)
     fitted = stage.repeat(ctx, fitted)
+    ended("repeats")
     scored = scoring.score(ctx, fitted)
+    ended("fusions")
     refitted = refit.refit(ctx, fitted, scored.used)
-    return _finish(ctx, fitted, scored, refitted)
+    ended("refit")
+    return _finish(ctx, fitted, scored, refitted, stages)
 
 
 def _size_late_windows(ctx: RunContext, fitted: Fitted, more: int = 0) -> None:
@@ -421,9 +433,13 @@ def _size_late_windows(ctx: RunContext, fitted: Fitted, more: int = 0) -> None:
 
 
 def _finish(
-    ctx: RunContext, fitted: Fitted, scored: Scored, refitted: Refitted
+    ctx: RunContext,
+    fitted: Fitted,
+    scored: Scored,
+    refitted: Refitted,
+    stages: dict[str, float],
 ) -> RunResult:
-    """Write the complete manifest."""
+    """Write the complete manifest (``stages``: when each stage ended, in s)."""
     slots = max(fitted.slots, 1)
     names = scored.members
     # Over the fits this session ran (a resumed run reuses some from before);
@@ -462,6 +478,7 @@ def _finish(
             "fit_wall_s": round(ctx.fit_wall, 3),
             "slots": slots,
             "parallel_efficiency": round(efficiency, 4),
+            "stages_s": stages,
         },
     )
     return RunResult(ctx.run, scored.board, scored.best, manifest)

@@ -252,6 +252,25 @@ def test_fits_run_in_parallel_on_two_slots(binary_run):
     assert (fits.n_train > 0).all() and (fits.gpu == False).all()  # noqa: E712
 
 
+def test_the_manifest_says_when_each_stage_ended(binary_run):
+    _, result = binary_run
+    manifest = result.manifest
+    stages = manifest["timing"]["stages_s"]
+    assert list(stages) == ["portfolio", "search", "repeats", "fusions", "refit"]
+    ends = list(stages.values())
+    assert ends == sorted(ends) and ends[0] > 0
+    # the fits were over when the repeats' stage ended (the stages count from
+    # the budget's start, before the data was read; ``started_at`` is written
+    # after it, to the second)
+    fits = pd.read_parquet(result.run_dir.path / "fits.parquet")
+    began = pd.Timestamp(manifest["started_at"])
+    last_fit = (
+        pd.to_datetime(fits.started_at, utc=True)
+        + pd.to_timedelta(fits.fit_s + fits.predict_s, unit="s")
+    ).max()
+    assert (last_fit - began).total_seconds() <= stages["repeats"] + 1.5
+
+
 def test_same_seed_same_oof_and_scores(binary_run, tmp_path):
     config, result = binary_run
     again = fit_run(config.replace(out=str(tmp_path / "again")))
