@@ -133,7 +133,8 @@ def run_ours(
         # run keeps (its chosen model's members) is reckoned from this one
         "--keep-models",
         "all",
-        "-q",
+        # kept runs keep the stage-by-stage log (INFO) in fit.log, to look into
+        "-v" if keep is not None else "-q",
         *extra,
     ]
     log = keep / "fit.log" if keep is not None else None
