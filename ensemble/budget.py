@@ -59,7 +59,6 @@ __all__ = [
     "DEAR_SHARE",
     "FIT_COST",
     "FUSION_ORDER",
-    "UNKNOWN_FUSION_COST",
     "MIN_BOX_FRACTION",
     "MAX_ROWS",
     "MIN_TRIALS",
@@ -67,6 +66,7 @@ __all__ = [
     "REFIT_SHARE",
     "REFIT_SLACK",
     "REPLAN_S",
+    "UNKNOWN_FUSION_COST",
     "VALUE_ORDER",
     "Budget",
     "FitCost",
@@ -220,7 +220,8 @@ FUSION_COST: dict[str, tuple[float, float]] = {
     "neural": (27.0, 1.1),
     "two_level": (62.0, 9.0),
 }
-#: An unknown (user-registered) fusion's cost: the dearest known one's.
+#: An unknown (user-registered) fusion's cost: in each term, the known
+#: fusions' dearest.
 UNKNOWN_FUSION_COST = (62.0, 17.0)
 #: After fits that overran, fusions still get this share of the limit (within
 #: FUSION_FLOOR_S), so a late run ends fused: the cheap ones take under a
