@@ -189,7 +189,16 @@ class Learner(ABC):
         (p / "meta.json").unlink(missing_ok=True)  # an earlier save's marker
         meta = {"key": self.key, "params": self.params, "context": asdict(self.context)}
         self._save(p / self._model_file)
-        (p / "meta.json").write_text(json.dumps(meta, default=_jsonable))
+        # Written under another name and renamed: a process killed while
+        # writing must leave no marker (an empty meta.json would count as a
+        # complete save on resume).
+        tmp = p / "meta.json.tmp"
+        try:
+            tmp.write_text(json.dumps(meta, default=_jsonable))
+            os.replace(tmp, p / "meta.json")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def saved_state(cls, path: str | os.PathLike[str]) -> bytes:

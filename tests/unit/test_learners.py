@@ -1,6 +1,7 @@
 """Contract test run over every registered learner."""
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,20 @@ def test_a_save_cut_short_is_no_fold_model(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.save(member / "r1_fold0")  # over a complete save: no longer one
     assert not (member / "r1_fold1" / "meta.json").exists()
+    assert fold_dirs(member) == [member / "fold0"]
+
+    monkeypatch.undo()
+    write_text = Path.write_text
+
+    def killed_writing_meta(self, data, *args, **kwargs):  # the marker itself
+        write_text(self, "", *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", killed_writing_meta)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(member / "fold1")
+    monkeypatch.undo()
+    assert sorted(p.name for p in (member / "fold1").iterdir()) == [model._model_file]
     assert fold_dirs(member) == [member / "fold0"]
 
 
