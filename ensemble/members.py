@@ -645,7 +645,13 @@ def _repeat_tasks(
             spec = replace(specs[name], name=f"{name}@{r}", fold_s=fold_s)
             for t in _tasks(ctx, [spec], repeat=r):
                 priority = r * len(members) + rank if ctx.budget.limit else 0.0
-                tasks.append(replace(t, priority=priority))
+                tasks.append(
+                    replace(
+                        t,
+                        priority=priority,
+                        min_box=budget_mod.MIN_REPEAT_BOX_FRACTION,
+                    )
+                )
     return tasks
 
 

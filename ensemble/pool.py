@@ -232,6 +232,14 @@ class FitPool:
             if task is None:
                 idle.append(slot)
                 continue
+            logger.debug(
+                "start %s fold %d at %.1f s to start_by (box %s, expected %.1f s)",
+                task.member,
+                task.fold,
+                (self.start_by or now) - now,
+                None if task.time_box is None else round(task.time_box, 1),
+                self.estimates.seconds(task),
+            )
             sent = datetime.now(timezone.utc)
             ref = self._submit(task, slot)
             self.running[ref] = (slot, task)

@@ -64,13 +64,19 @@ class Refitted:
 
 
 def refit_seconds(
-    ctx: RunContext, fitted: Fitted, members: list[str] | None = None
+    ctx: RunContext,
+    fitted: Fitted,
+    members: list[str] | None = None,
+    *,
+    cap: float | None = None,
 ) -> float:
     """Expected wall seconds of refitting ``members`` (default: every one).
 
     A refit trains on ``folds / (folds - 1)`` times a fold's rows, so it takes
     that much longer than the member's measured mean fold; the refits share
-    the cluster's slots. Members whose family is not refitted cost nothing.
+    the cluster's slots. Members whose family is not refitted cost nothing,
+    nor do those whose refit would not fit in ``cap`` seconds (default: the
+    refit window's largest size).
     """
     n = ctx.config.n_folds
     names = [s.name for s in fitted.specs] if members is None else members
@@ -79,7 +85,10 @@ def refit_seconds(
         float(np.mean([r.fit_s for r in fitted.of(m)])) for m in names if fitted.of(m)
     ]
     return budget_mod.refit_seconds(
-        per_member, n, max(fitted.slots, 1), cap=ctx.budget.refit_cap
+        per_member,
+        n,
+        max(fitted.slots, 1),
+        cap=ctx.budget.refit_cap if cap is None else cap,
     )
 
 
@@ -173,6 +182,7 @@ def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]
                 # stays below 0.1, far under one fold model's step)
                 priority=-float(len(fitted.of(name))) + min(fold_s, 1e5) / 1e6,
                 time_boxed=cls.time_boxed,
+                min_box=budget_mod.MIN_REFIT_BOX_FRACTION,
             )
         )
     return tasks

@@ -14,7 +14,8 @@ the MLP: they stop adding rounds or epochs when told) get a share of the time
 left instead (:func:`ensemble.budget.time_box`), so a member whose estimate
 was too low still ends every fold in time, with fewer rounds, rather than
 being dropped after its first folds ran. Its folds are late only when a box
-would leave less than ``budget.MIN_BOX_FRACTION`` of the fold's expected time.
+would leave less than the task's ``min_box`` of its expected time
+(``budget.MIN_BOX_FRACTION`` for a fold).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .budget import MIN_BOX_FRACTION, time_box
+from .budget import time_box
 
 __all__ = ["Estimates", "Task", "doomed"]
 
@@ -51,6 +52,9 @@ class Task(Protocol):
 
     @property
     def time_box(self) -> float | None: ...  # noqa: D102
+
+    @property
+    def min_box(self) -> float: ...  # noqa: D102
 
 
 @dataclass
@@ -241,7 +245,7 @@ def _replay(
         if task.time_boxed and finish_by is not None:
             busy = sum(end > start for end in ends.get(task.member, ()))
             box = time_box(start, finish_by, left[task.member] + busy, size[gpu])
-            short = box < MIN_BOX_FRACTION * need
+            short = box < task.min_box * need
             need = min(need, box)
         left[task.member] -= 1
         ends.setdefault(task.member, []).append(start + need)

@@ -127,6 +127,7 @@ def _fuse(
     if not specs:
         return []
     data = ctx.data
+    finish_by = ctx.budget.fusions_finish_by()
     return fuse_all(
         specs,
         P,
@@ -136,20 +137,37 @@ def _fuse(
         H,
         data.X[ctx.holdout_rows],
         metric=ctx.metric,
-        finish_by=ctx.budget.fusions_finish_by(),
-        extend=partial(_refit_aware_deadline, ctx, fitted, names)
+        finish_by=finish_by,
+        extend=partial(_refit_aware_deadline, ctx, fitted, names, finish_by)
         if ctx.config.refit
         else None,
     )
 
 
 def _refit_aware_deadline(
-    ctx: RunContext, fitted: Fitted, names: list[str], done: list[FusionOutcome]
+    ctx: RunContext,
+    fitted: Fitted,
+    names: list[str],
+    finish_by: float | None,
+    done: list[FusionOutcome],
 ) -> float | None:
-    """The fusions' deadline sized for refitting the best fusion's members."""
+    """The fusions' deadline sized for refitting the best fusion's members.
+
+    Only the refits that fit between the fusions' own deadline (``finish_by``)
+    and the refit's end count: a refit with less room is not started
+    (:data:`ensemble.budget.MIN_REFIT_BOX_FRACTION`), so keeping its window
+    would only end the run early (letter, fits late: the fusions stopped at
+    their floor for a LightGBM refit that then had 27 s of the 29 s it needed).
+    """
     best = min(done, key=lambda f: to_loss(ctx.metric, f.oof_score))
     used = _used_members(best.key, done, names)
-    return ctx.budget.fusions_extended_by_refit(refit.refit_seconds(ctx, fitted, used))
+    cap = ctx.budget.refit_cap
+    end = ctx.budget.refit_finish_by
+    if cap is not None and end is not None and finish_by is not None:
+        cap = min(cap, end - finish_by)
+    return ctx.budget.fusions_extended_by_refit(
+        refit.refit_seconds(ctx, fitted, used, cap=cap)
+    )
 
 
 def _score(

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .budget import MIN_BOX_FRACTION
+
 __all__ = [
     "REFIT_FOLD",
     "FitOutcome",
@@ -92,6 +94,11 @@ class FitTask:
         The learner stops at a time box (``ensemble.budget.time_box``).
     time_box : float or None, default=None
         The box, set when the task is dispatched under a finish line.
+    min_box : float, default=0.25
+        Under a finish line, a time-boxed task whose box would be shorter than
+        this fraction of its expected time is not started (the planner counts
+        it late): :data:`ensemble.budget.MIN_BOX_FRACTION` for a fold, more
+        where a fit cut short is thrown away (repeats, refits).
     init_state : bytes or None, default=None
         Warm start: the saved model whose weights the fit starts from.
     """
@@ -105,6 +112,7 @@ class FitTask:
     priority: float = 0.0
     time_boxed: bool = False
     time_box: float | None = None
+    min_box: float = MIN_BOX_FRACTION
     init_state: bytes | None = field(default=None, repr=False)
     repeat: int = 0
 

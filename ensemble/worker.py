@@ -68,16 +68,16 @@ def fit_fold(
     started = datetime.now(timezone.utc)
     train = (fold >= 0) & (fold != task.fold)
     use_gpu = gpu and task.uses_gpu
+    predict_rows = int(np.count_nonzero((fold == task.fold) | (fold == -1)))
     box = reserve = None
-    if task.time_box is not None:
-        box = task.time_box * budget.BOX_FIT_SHARE
-        reserve = task.time_box - box  # to predict the OOF rows and save
+    if task.time_box is not None:  # the reserve: to predict the rows and save
+        box, reserve = budget.fit_box(task.time_box, predict_rows)
     ctx = replace(
         context,
         n_threads=n_threads,
         device="cuda" if use_gpu else "cpu",
         time_box_s=box,
-        predict_rows=int(np.count_nonzero((fold == task.fold) | (fold == -1))),
+        predict_rows=predict_rows,
         predict_reserve_s=reserve or 0.0,
     )
     learner = get(task.learner)(task.params, context=ctx)

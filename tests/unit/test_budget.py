@@ -308,19 +308,23 @@ def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
     average = outcome("average", 0.5, [])
     weighted = outcome("weighted", 0.3, [1, 2])  # only "a"
     names = list(runs)
+    on_time = b.fusions_finish_by(now=200.0)  # 40 s before the refit's end
+    assert on_time == pytest.approx(300 - 4.5 - 40)
+
+    def deadline(done, finish_by=on_time):
+        return _refit_aware_deadline(ctx, fitted, names, finish_by, done)
+
     # all three members to refit: 1.2 * max((3.5 + 26 + 26) / 2, 26)
-    assert _refit_aware_deadline(ctx, fitted, names, [average]) == pytest.approx(
-        300 - 4.5 - 33.3
-    )
+    assert deadline([average]) == pytest.approx(300 - 4.5 - 33.3)
     # the best so far uses only "a": its refit, 1.2 * 3.5 s, is all that is kept
-    assert _refit_aware_deadline(
-        ctx, fitted, names, [average, weighted]
-    ) == pytest.approx(300 - 4.5 - 4.2)
+    assert deadline([average, weighted]) == pytest.approx(300 - 4.5 - 4.2)
+    # fusions that began late (their floor ends 25.5 s before the refit's
+    # end): the 26 s refits, with their slack, would not start, so only a's
+    # window is kept and the fusions take the rest
+    assert deadline([average], finish_by=270.0) == pytest.approx(300 - 4.5 - 4.2)
     # an MLP keeps its fold models: its refit costs nothing
     fitted.specs[2].learner = "mlp"
-    assert _refit_aware_deadline(ctx, fitted, names, [average]) == pytest.approx(
-        300 - 4.5 - 31.2
-    )
+    assert deadline([average]) == pytest.approx(300 - 4.5 - 31.2)
     # never more than the window the budget kept
     assert b.fusions_extended_by_refit(1e4) == pytest.approx(300 - 4.5 - 40)
     assert Budget(0.0, None).fusions_extended_by_refit(5.0) is None

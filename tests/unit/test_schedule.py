@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from ensemble.budget import time_box
+from ensemble.budget import (
+    MIN_BOX_FRACTION,
+    MIN_REFIT_BOX_FRACTION,
+    MIN_REPEAT_BOX_FRACTION,
+    time_box,
+)
 from ensemble.schedule import Estimates, doomed
 
 
@@ -19,6 +24,7 @@ class T:
     fold: int = 0
     time_boxed: bool = False
     time_box: float | None = None
+    min_box: float = MIN_BOX_FRACTION
 
 
 def folds(
@@ -179,6 +185,27 @@ def test_a_time_boxed_member_on_a_low_estimate_is_kept_with_shorter_folds():
     assert doomed(boxed[1:], [], est, **late) == ["lgbm"]
     # ... and 8 s boxes (16 s left) are enough
     assert doomed(boxed[1:], [], est, **{**late, "now": 64.0}) == []
+
+
+def test_a_repeat_or_a_refit_needs_a_fuller_box_than_a_fold():
+    # 4 lgbm folds of 30 s on 2 slots with 30 s left: 15 s boxes, half the
+    # expected time. A fold cut to half is still worth its slot; a repeat's
+    # fold cut so short would not be kept, so it is not started.
+    est = Estimates()
+    kw = {"cpu_slots": 2, "now": 0.0, "start_by": 30.0, "finish_by": 30.0}
+    kw["finished"] = ["linear"]
+    fold = folds("lgbm", 30.0, n=4, boxed=True)
+    assert doomed(fold, [], est, **kw) == []
+    repeat = [replace(t, min_box=MIN_REPEAT_BOX_FRACTION) for t in fold]
+    assert doomed(repeat, [], est, **kw) == ["lgbm"]
+    # with 60 s left the boxes are the whole 30 s: the repeat goes ahead
+    assert doomed(repeat, [], est, **{**kw, "start_by": 60.0, "finish_by": 60.0}) == []
+    # a refit (one task) starts only when its box holds all its expected time
+    # and the share kept to save: 32 s for a 30 s refit is not enough, 34 s is
+    refit = [T("lgbm", "lgbm", 30.0, time_boxed=True, min_box=MIN_REFIT_BOX_FRACTION)]
+    short = {**kw, "start_by": 32.0, "finish_by": 32.0}
+    assert doomed(refit, [], est, **short) == ["lgbm"]
+    assert doomed(refit, [], est, **{**short, "finish_by": 34.0}) == []
 
 
 def test_a_running_time_boxed_fold_ends_at_its_box():
