@@ -263,7 +263,7 @@ def fit_tasks(
         env_vars=storage.credentials_env() if ctx.run.remote is not None else None,
         # Repeats past the deadline are expected, not news; a refit left out
         # keeps its fold models (``ensemble.refit`` says so).
-        quiet=any(t.repeat or t.fold == REFIT_FOLD for t in tasks),
+        optional=any(t.repeat or t.fold == REFIT_FOLD for t in tasks),
     )
     ctx.progress_total += len(todo)
     if ctx.run.remote is None:  # a URI run's models go to the store, not here

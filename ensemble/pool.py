@@ -142,9 +142,11 @@ class FitPool:
         Called with ``(result, n_done, n_total)`` as each fit finishes.
     env_vars : dict, optional
         Environment of the fits (storage credentials of a URI run).
-    quiet : bool, default=False
-        Log what the time limit drops at INFO, not WARNING (repeats: the
-        deadline is what ends them).
+    optional : bool, default=False
+        The run has its members already (repeats, refits): what the time
+        limit drops is logged at INFO, not WARNING (the deadline is what ends
+        them), and no task that cannot finish in time is started, not even
+        the one that would end soonest (:func:`ensemble.schedule.doomed`).
     """
 
     def __init__(
@@ -158,10 +160,11 @@ class FitPool:
         finish_by: float | None = None,
         on_result: Callable[[FitResult, int, int], None] | None = None,
         env_vars: dict[str, str] | None = None,
-        quiet: bool = False,
+        optional: bool = False,
     ) -> None:
         self.data = data
-        self._drop_level = logging.INFO if quiet else logging.WARNING
+        self.optional = optional
+        self._drop_level = logging.INFO if optional else logging.WARNING
         self.context = context
         self.model_dir = model_dir
         self.cpus_per_fit = cpus_per_fit
@@ -388,6 +391,7 @@ class FitPool:
             start_by=self.start_by,
             finish_by=self.finish_by,
             finished=[m for m, n in n_done.items() if n == self.n_folds[m]],
+            keep_one=not self.optional,
         )
         self.deferred.update(m for m in drop if m not in self.started)
         drop = [m for m in drop if m in self.started]

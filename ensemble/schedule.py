@@ -120,6 +120,7 @@ def doomed(
     start_by: float,
     finish_by: float | None = None,
     finished: Iterable[str] = (),
+    keep_one: bool = True,
 ) -> list[str]:
     """Members that cannot finish before the deadlines, in the order dropped.
 
@@ -132,7 +133,8 @@ def doomed(
     finish. Members later in the queue are therefore dropped before the ones
     ahead of them, except a member that is itself too slow. When no member has
     ``finished`` every fold and none can finish in time, the one that would
-    end soonest on its own is kept (a late model is better than none).
+    end soonest on its own is kept (a late model is better than none), unless
+    ``keep_one`` is false: the run has its members already (repeats, refits).
 
     Parameters
     ----------
@@ -150,6 +152,8 @@ def doomed(
         every fit should have ended (None: no such limit), on one clock.
     finished : iterable of str
         Members whose every fold is done (they keep the run alive).
+    keep_one : bool, default=True
+        Whether a member is kept, however late, when no other can finish.
 
     Returns
     -------
@@ -176,7 +180,7 @@ def doomed(
         if late is None:
             return dropped
         alive = {t.member for t in pending} | {t.member for t, _ in running}
-        if alive - {*dropped, late} or finished:
+        if alive - {*dropped, late} or finished or not keep_one:
             dropped.append(late)
             continue
         # No member can finish in time: keep the one that ends soonest alone

@@ -134,6 +134,11 @@ def test_the_last_member_is_kept_unless_another_finished():
     assert doomed(pending, [], Estimates(), cpu_slots=2, now=0.0, start_by=10.0) == [
         "et"
     ]
+    # ... unless the run has its members already (repeats, refits): then a
+    # late fit is only a waste of its slot
+    kw = {"cpu_slots": 2, "now": 0.0, "start_by": 10.0, "keep_one": False}
+    assert doomed(pending, [], Estimates(), **kw) == ["rf", "et"]
+    assert doomed(folds("rf", 100.0), [], Estimates(), **kw) == ["rf"]
 
 
 def test_gpu_tasks_are_planned_on_the_gpu_actors():
