@@ -542,14 +542,17 @@ def refit_seconds(
     n_folds: int,
     slots: int,
     cap: float | None = None,
+    save_seconds: Iterable[float] | None = None,
 ) -> float:
     """Expected wall seconds of refitting members on every row.
 
     A refit trains on ``n_folds / (n_folds - 1)`` times a fold's rows; the
     refits share ``slots``, but the dearest bounds the wall however many.
 
-    Each refit takes ``n_folds / (n_folds - 1)`` of a fold's time and
-    :data:`REFIT_OVERHEAD_S` more; the window is :data:`REFIT_SLACK` times that.
+    Each refit takes ``n_folds / (n_folds - 1)`` of a fold's fit time,
+    saving its model as long as a fold's (``save_seconds``, in the same
+    order; default none) and :data:`REFIT_OVERHEAD_S` more; the window is
+    :data:`REFIT_SLACK` times that.
     A member whose own refit, with that slack, would outlast ``cap`` (the
     window's largest size) is left out: it keeps its fold models however large
     the window, so sizing the window for it would only take the time from the
@@ -566,11 +569,16 @@ def refit_seconds(
     >>> # ... unless it cannot fit in a 45 s window: the cheap one's is sized
     >>> round(refit_seconds([40.0, 1.0], n_folds=5, slots=2, cap=45.0), 2)
     2.7
+    >>> # a forest that takes 4 s to save: 1.2 * (5 + 4 + 1)
+    >>> round(refit_seconds([4.0], n_folds=5, slots=2, save_seconds=[4.0]), 2)
+    12.0
     >>> refit_seconds([], n_folds=5, slots=2)
     0.0
     """
     scale = n_folds / max(n_folds - 1, 1)
-    times = [scale * t + REFIT_OVERHEAD_S for t in fold_seconds]
+    fits = list(fold_seconds)
+    saves = [0.0] * len(fits) if save_seconds is None else list(save_seconds)
+    times = [scale * t + s + REFIT_OVERHEAD_S for t, s in zip(fits, saves, strict=True)]
     if cap is not None:
         times = [t for t in times if REFIT_SLACK * t <= cap]
     return REFIT_SLACK * max(sum(times) / max(slots, 1), max(times, default=0.0))

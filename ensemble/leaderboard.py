@@ -211,6 +211,7 @@ def fits_frame(results: Sequence[FitResult]) -> pd.DataFrame:
                 "started_at": r.started_at,
                 "fit_s": r.fit_s,
                 "predict_s": r.predict_s,
+                "save_s": r.save_s,
                 "n_train": r.n_train,
                 "resumed": r.resumed,
                 # Stopped at its time box (fewer rounds or epochs).

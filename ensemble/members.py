@@ -455,7 +455,7 @@ def _search_plan(ctx: RunContext, fitted: Fitted) -> dict[str, float | None]:
         if not mine or not default:
             continue
         losses[key] = min(member_loss[m] for m in mine)
-        fold_s = float(np.mean([r.fit_s + r.predict_s for r in default]))
+        fold_s = float(np.mean([r.fit_s + r.predict_s + r.save_s for r in default]))
         trial_s[key] = fold_s * ctx.config.n_folds
     n_cpus = cluster_slots(1)
     plan = budget_mod.search_plan(losses, trial_s, search_s, n_cpus)
@@ -641,7 +641,7 @@ def _repeat_tasks(
     for r in range(1, n):
         for rank, name in enumerate(members):
             mine = fitted.of(name)
-            fold_s = float(np.mean([x.fit_s + x.predict_s for x in mine]))
+            fold_s = float(np.mean([x.fit_s + x.predict_s + x.save_s for x in mine]))
             spec = replace(specs[name], name=f"{name}@{r}", fold_s=fold_s)
             for t in _tasks(ctx, [spec], repeat=r):
                 priority = r * len(members) + rank if ctx.budget.limit else 0.0

@@ -81,14 +81,13 @@ def refit_seconds(
     n = ctx.config.n_folds
     names = [s.name for s in fitted.specs] if members is None else members
     names = _refitting(fitted, names)
-    per_member = [
-        float(np.mean([r.fit_s for r in fitted.of(m)])) for m in names if fitted.of(m)
-    ]
+    names = [m for m in names if fitted.of(m)]
     return budget_mod.refit_seconds(
-        per_member,
+        [float(np.mean([r.fit_s for r in fitted.of(m)])) for m in names],
         n,
         max(fitted.slots, 1),
         cap=ctx.budget.refit_cap if cap is None else cap,
+        save_seconds=[float(np.mean([r.save_s for r in fitted.of(m)])) for m in names],
     )
 
 
@@ -168,15 +167,16 @@ def _tasks(ctx: RunContext, fitted: Fitted, members: list[str]) -> list[FitTask]
         spec = specs[name]
         cls = get(spec.learner)
         # a refit predicts no rows: a fold's predict time (35 s for krkopt's
-        # LightGBM, 26,000 trees) is not part of its cost
+        # LightGBM, 26,000 trees) is not part of its cost; saving the model is
         fold_s = float(np.mean([r.fit_s for r in fitted.of(name)]))
+        save_s = float(np.mean([r.save_s for r in fitted.of(name)]))
         tasks.append(
             FitTask(
                 member=name,
                 learner=spec.learner,
                 params=spec.params,
                 fold=REFIT_FOLD,
-                cost=fold_s * n / max(n - 1, 1),
+                cost=fold_s * n / max(n - 1, 1) + save_s,
                 uses_gpu=cls.uses_gpu,
                 # fold models first, then cheaper first (the second term
                 # stays below 0.1, far under one fold model's step)

@@ -139,6 +139,10 @@ class FitResult:
     # When the pool sent the fit (driver's clock); started_at minus this is
     # the wait for a Ray worker process. None for fits no pool sent (resumed).
     submitted_at: datetime | None = None
+    # Seconds to write the fold model: a forest of many classes takes as long
+    # to compress as to fit (krkopt's ExtraTrees, 1 GB a fold: ~4 s), which
+    # the plans of repeats and refits must count.
+    save_s: float = 0.0
 
 
 @dataclass

@@ -90,7 +90,9 @@ def fit_fold(
     hold = fold == -1
     holdout = _predict(learner, X[hold])
     predict_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
     storage.save_tree(model_dir, learner.save)
+    save_s = time.perf_counter() - t2
     return FitResult(
         member=task.member,
         learner=task.learner,
@@ -105,6 +107,7 @@ def fit_fold(
         predict_s=predict_s,
         n_train=int(train.sum()),
         truncated=learner.truncated_,
+        save_s=save_s,
     )
 
 

@@ -245,11 +245,13 @@ def test_fits_run_in_parallel_on_two_slots(binary_run):
     # slots busy: two fits are in flight at once, never three.
     sent = pd.to_datetime(fits.submitted_at, utc=True)
     start = pd.to_datetime(fits.started_at, utc=True)
-    end = start + pd.to_timedelta(fits.fit_s + fits.predict_s, unit="s")
+    end = start + pd.to_timedelta(fits.fit_s + fits.predict_s + fits.save_s, unit="s")
     assert (sent <= start).all()
     in_flight = [((sent <= t) & (t < end)).sum() for t in sent]
     assert max(in_flight) == 2
     assert (fits.n_train > 0).all() and (fits.gpu == False).all()  # noqa: E712
+    # every fit wrote its model, and says how long that took
+    assert (fits.save_s > 0).all() and (fits.save_s < fits.fit_s + 5).all()
 
 
 def test_the_manifest_says_when_each_stage_ended(binary_run):
@@ -266,7 +268,7 @@ def test_the_manifest_says_when_each_stage_ended(binary_run):
     began = pd.Timestamp(manifest["started_at"])
     last_fit = (
         pd.to_datetime(fits.started_at, utc=True)
-        + pd.to_timedelta(fits.fit_s + fits.predict_s, unit="s")
+        + pd.to_timedelta(fits.fit_s + fits.predict_s + fits.save_s, unit="s")
     ).max()
     assert (last_fit - began).total_seconds() <= stages["repeats"] + 1.5
 
