@@ -251,7 +251,7 @@ def test_fits_run_in_parallel_on_two_slots(binary_run):
     assert max(in_flight) == 2
     assert (fits.n_train > 0).all() and (fits.gpu == False).all()  # noqa: E712
     # every fit wrote its model, and says how long that took
-    assert (fits.save_s > 0).all() and (fits.save_s < fits.fit_s + 5).all()
+    assert (fits.save_s > 0).all()
 
 
 def test_the_manifest_says_when_each_stage_ended(binary_run):
