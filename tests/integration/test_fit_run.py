@@ -336,6 +336,7 @@ def test_repeats_are_averaged_kept_unless_they_hurt_and_deterministic(
                 "started_at",
                 "fit_s",
                 "predict_s",
+                "save_s",
                 "worker",
                 "node_id",
             )

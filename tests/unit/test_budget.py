@@ -90,7 +90,7 @@ def test_refits_go_most_fold_models_first_then_cheapest_first():
     from ensemble.refit import _tasks
 
     def fold(s: float) -> NS:
-        return NS(fit_s=s, predict_s=0.0)
+        return NS(fit_s=s, predict_s=0.0, save_s=0.0)
 
     runs = {
         "lgbm_xt": [fold(9.0)] * 5,
@@ -108,18 +108,23 @@ def test_refits_go_most_fold_models_first_then_cheapest_first():
     assert order == ["lgbm", "et", "lgbm_xt", "mlp"]
 
 
-def test_a_refit_costs_its_folds_fit_time_not_their_predictions():
+def test_a_refit_costs_its_folds_fit_and_save_time_not_their_predictions():
     from types import SimpleNamespace as NS
 
     from ensemble.refit import _tasks
 
-    # krkopt's LightGBM: 45 s to fit a fold, 33 s to predict its 26,000 trees
-    runs = {"lgbm": [NS(fit_s=45.0, predict_s=33.0)] * 5}
+    # krkopt's LightGBM: 45 s to fit a fold, 33 s to predict its 26,000 trees;
+    # its ExtraTrees: 5 s to fit a fold, 6 s to save it (1 GB, compressed)
+    runs = {
+        "lgbm": [NS(fit_s=45.0, predict_s=33.0, save_s=0.5)] * 5,
+        "et": [NS(fit_s=5.0, predict_s=0.4, save_s=6.0)] * 5,
+    }
     fitted = NS(
-        specs=[NS(name="lgbm", learner="lgbm", params={})], of=lambda m: runs[m]
+        specs=[NS(name=m, learner=m, params={}) for m in runs], of=lambda m: runs[m]
     )
-    (task,) = _tasks(NS(config=NS(n_folds=5)), fitted, ["lgbm"])  # type: ignore[arg-type]
-    assert task.cost == pytest.approx(45.0 * 5 / 4)
+    lgbm, et = _tasks(NS(config=NS(n_folds=5)), fitted, list(runs))  # type: ignore[arg-type]
+    assert lgbm.cost == pytest.approx(45.0 * 5 / 4 + 0.5)
+    assert et.cost == pytest.approx(5.0 * 5 / 4 + 6.0)
 
 
 def test_the_refit_window_is_not_sized_for_a_refit_that_cannot_fit_in_it():
@@ -288,9 +293,9 @@ def test_the_fusions_take_the_refit_time_the_best_fusions_members_do_not_need():
     from ensemble.specs import FusionOutcome
 
     runs = {
-        "a": [NS(fit_s=2.0)] * 5,
-        "b": [NS(fit_s=20.0)] * 5,
-        "c": [NS(fit_s=20.0)] * 5,
+        "a": [NS(fit_s=2.0, save_s=0.0)] * 5,
+        "b": [NS(fit_s=20.0, save_s=0.0)] * 5,
+        "c": [NS(fit_s=20.0, save_s=0.0)] * 5,
     }
     kinds = {"a": "lgbm", "b": "xgb", "c": "cat"}
     fitted = NS(
